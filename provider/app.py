@@ -1,0 +1,26 @@
+"""Wire a :class:`Config` into a ready :class:`Mounter` (the one place that knows all parts)."""
+
+from __future__ import annotations
+
+from provider.attest import Attestor, InsecureTrustAttributes
+from provider.config import Config
+from provider.mount import Mounter
+from provider.versions import Versioner
+from providers.registry import Registry
+
+
+def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
+    """Construct everything a Mount needs; fails fast (at start-up) on unreadable keys."""
+    registry = Registry(config.backend_settings())
+    if config.backend_settings()["sealed"]["keys"]:
+        registry.get("sealed")
+    versioner = (
+        Versioner.from_file(config.version_key_file) if config.version_key_file else Versioner.random()
+    )
+    return Mounter(
+        registry,
+        attestor or InsecureTrustAttributes(),
+        versioner,
+        timeout=config.mount_timeout,
+        write_files=config.write_files,
+    )

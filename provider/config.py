@@ -1,0 +1,192 @@
+"""Daemon settings from, in rising precedence: built-in defaults, a YAML config file,
+``KEYGATE_*`` environment variables, and command-line flags.
+
+Every setting is declared once in :data:`OPTIONS`; the CLI's ``--help``, the environment names
+and the config-file keys are all derived from that table so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from provider.errors import KeygateError
+
+DEFAULT_SOCKET = "/var/run/secrets-store-csi-providers/keygate.sock"
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its key (config file), flag, environment variable, type and help."""
+
+    key: str
+    default: Any
+    help: str
+    kind: str = "str"  # str | float | int | bool | list
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+    @property
+    def env(self) -> str:
+        return "KEYGATE_" + self.key.upper()
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("socket", DEFAULT_SOCKET, "Unix socket the driver dials (in its provider directory)."),
+    Option(
+        "sealed_key",
+        [],
+        "Node private key file or directory of *.pem/*.key files for the "
+        "sealed backend; repeat for several keys (key rotation).",
+        "list",
+    ),
+    Option(
+        "version_key_file",
+        "",
+        "File holding the HMAC key for object versions; share one "
+        "across nodes for identical versions. Default: a random key per daemon start.",
+    ),
+    Option(
+        "write_files",
+        False,
+        "Legacy mode: also write the files into target_path atomically "
+        "(..data symlink swap) instead of leaving that to the driver.",
+        "bool",
+    ),
+    Option(
+        "mount_timeout",
+        25.0,
+        "Seconds one Mount may take in total (keep it below the driver's own timeout).",
+        "float",
+    ),
+    Option("grace_period", 30.0, "Seconds to finish in-flight mounts after SIGTERM.", "float"),
+    Option("log_level", "info", "debug, info, warning or error."),
+    Option("log_format", "json", "json (one object per line) or text."),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """Resolved settings. ``backends`` holds each backend's section of the config file."""
+
+    socket: str = DEFAULT_SOCKET
+    sealed_key: tuple[str, ...] = ()
+    version_key_file: str = ""
+    write_files: bool = False
+    mount_timeout: float = 25.0
+    grace_period: float = 30.0
+    log_level: str = "info"
+    log_format: str = "json"
+    backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    def backend_settings(self) -> dict[str, dict[str, Any]]:
+        settings = {name: dict(section) for name, section in self.backends.items()}
+        sealed = settings.setdefault("sealed", {})
+        sealed["keys"] = list(self.sealed_key) + list(sealed.get("keys") or [])
+        return settings
+
+
+def add_flags(parser: argparse.ArgumentParser) -> None:
+    """Flags for every option; defaults are left unset so the file and environment can apply."""
+    parser.add_argument(
+        "--config",
+        help="YAML config file with the same keys as the flags "
+        "(underscores) and a 'backends:' section. Env: KEYGATE_CONFIG.",
+    )
+    for opt in OPTIONS:
+        help_text = f"{opt.help} Env: {opt.env}. Default: {opt.default!r}."
+        if opt.kind == "bool":
+            parser.add_argument(opt.flag, action="store_true", default=None, help=help_text)
+        elif opt.kind == "list":
+            parser.add_argument(opt.flag, action="append", default=None, metavar="PATH", help=help_text)
+        else:
+            parser.add_argument(
+                opt.flag, default=None, metavar=opt.key.split("_")[-1].upper(), help=help_text
+            )
+
+
+def _convert(opt: Option, value: Any, source: str) -> Any:
+    try:
+        if opt.kind == "bool":
+            if isinstance(value, bool):
+                return value
+            text = str(value).strip().lower()
+            if text in ("1", "true", "yes", "on"):
+                return True
+            if text in ("0", "false", "no", "off", ""):
+                return False
+            raise ValueError
+        if opt.kind == "float":
+            number = float(value)
+            if number <= 0:
+                raise ValueError
+            return number
+        if opt.kind == "list":
+            if isinstance(value, str):
+                return tuple(v for v in value.split(",") if v)
+            if isinstance(value, list | tuple):
+                return tuple(str(v) for v in value)
+            raise ValueError
+        return str(value)
+    except (TypeError, ValueError):
+        raise KeygateError(f"{source}: invalid value for {opt.key} (expected {opt.kind})") from None
+
+
+def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Config:
+    """Merge defaults, file, environment and flags into one validated Config."""
+    env = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_path = getattr(args, "config", None) or env.get("KEYGATE_CONFIG")
+    backends: dict[str, Any] = {}
+    if config_path:
+        data = _read_file(config_path)
+        backends = data.pop("backends", None) or {}
+        if not isinstance(backends, dict):
+            raise KeygateError(f"{config_path}: 'backends' must be a mapping of backend name to settings")
+        known = {opt.key for opt in OPTIONS}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise KeygateError(f"{config_path}: unknown keys {', '.join(unknown)}")
+        for opt in OPTIONS:
+            if opt.key in data:
+                values[opt.key] = _convert(opt, data[opt.key], config_path)
+    for opt in OPTIONS:
+        if opt.env in env:
+            values[opt.key] = _convert(opt, env[opt.env], opt.env)
+        flag_value = getattr(args, opt.key, None) if args is not None else None
+        if flag_value is not None:
+            values[opt.key] = _convert(opt, flag_value, opt.flag)
+    config = Config(backends=backends, **values)
+    if config.log_format not in ("json", "text"):
+        raise KeygateError(f"log_format must be json or text, not {config.log_format!r}")
+    if config.log_level.lower() not in ("debug", "info", "warning", "error"):
+        raise KeygateError(f"log_level must be debug, info, warning or error, not {config.log_level!r}")
+    return config
+
+
+def _read_file(path: str) -> dict[str, Any]:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise KeygateError(f"cannot read config file {path}: {os.strerror(exc.errno or 0)}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
+        raise KeygateError(f"config file {path} is not valid YAML") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise KeygateError(f"config file {path} must be a mapping")
+    return data
+
+
+def option_names() -> Sequence[str]:
+    return [opt.key for opt in OPTIONS]

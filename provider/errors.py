@@ -1,0 +1,70 @@
+"""Errors that end a Mount, each with a short machine code and a message a user can act on.
+
+Every failure path raises :class:`KeygateError` (or a subclass) so the server can turn it into
+one gRPC status without a traceback. Messages name paths, objects and reasons; never content.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Code(StrEnum):
+    """Machine codes; the driver records them as a metrics label, so the set is small and fixed."""
+
+    INVALID_REQUEST = "InvalidRequest"
+    INVALID_SPC = "InvalidSecretProviderClass"
+    UNAUTHENTICATED = "Unauthenticated"
+    PERMISSION_DENIED = "PermissionDenied"
+    SECRET_NOT_FOUND = "SecretNotFound"  # noqa: S105 - an error code
+    BACKEND_UNAVAILABLE = "BackendUnavailable"
+    DEADLINE_EXCEEDED = "DeadlineExceeded"
+    RESOURCE_EXHAUSTED = "ResourceExhausted"
+    INTERNAL = "Internal"
+
+
+class KeygateError(Exception):
+    """A failure with a code and an actionable, secret-free message."""
+
+    code: Code = Code.INTERNAL
+
+    def __init__(self, message: str, *, code: Code | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
+
+    @property
+    def message(self) -> str:
+        return str(self.args[0])
+
+
+class InvalidRequest(KeygateError):
+    code = Code.INVALID_REQUEST
+
+
+class InvalidSPC(KeygateError):
+    code = Code.INVALID_SPC
+
+
+class Unauthenticated(KeygateError):
+    code = Code.UNAUTHENTICATED
+
+
+class PermissionDenied(KeygateError):
+    code = Code.PERMISSION_DENIED
+
+
+class SecretNotFound(KeygateError):
+    code = Code.SECRET_NOT_FOUND
+
+
+class BackendUnavailable(KeygateError):
+    code = Code.BACKEND_UNAVAILABLE
+
+
+class DeadlineExceeded(KeygateError):
+    code = Code.DEADLINE_EXCEEDED
+
+
+class ResourceExhausted(KeygateError):
+    code = Code.RESOURCE_EXHAUSTED

@@ -1,0 +1,179 @@
+"""One Mount, start to finish: parse, resolve objects, attest, fetch, assemble; all or nothing.
+
+This module orchestrates and nothing else: it knows neither gRPC (the server converts the wire
+messages) nor any backend's API (backends sit behind :class:`providers.base.Backend`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from provider.attest import Attestor
+from provider.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidSPC,
+    KeygateError,
+    ResourceExhausted,
+)
+from provider.files import clean_path
+from provider.request import MountContext, MountInput, parse
+from provider.spc import parse_objects
+from provider.versions import Versioner
+from provider.writer import OutFile, write_atomic
+from providers.base import Backend, FetchContext, Fetched, PodIdentity, SecretObject
+from providers.registry import Registry
+
+log = logging.getLogger("keygate.mount")
+
+MAX_RESPONSE_BYTES = 4 * 1024 * 1024 - 64 * 1024
+
+
+@dataclass(slots=True)
+class MountResult:
+    """The complete file set and one version per file."""
+
+    files: list[OutFile]
+    versions: list[tuple[str, str]]
+    identity: PodIdentity
+    spc_name: str
+    objects: list[SecretObject]
+    fetched: list[Fetched] = field(default_factory=list)
+
+
+class Mounter:
+    """Runs Mounts against a registry of backends; safe for concurrent use."""
+
+    def __init__(
+        self,
+        registry: Registry,
+        attestor: Attestor,
+        versioner: Versioner,
+        *,
+        timeout: float = 25.0,
+        write_files: bool = False,
+    ) -> None:
+        self.registry = registry
+        self.attestor = attestor
+        self.versioner = versioner
+        self.timeout = timeout
+        self.write_files = write_files
+
+    async def mount(self, request: MountInput) -> MountResult:
+        deadline = time.monotonic() + self.timeout
+        try:
+            async with asyncio.timeout(self.timeout):
+                ctx = parse(request)
+                objects = parse_objects(ctx.parameters, self.registry)
+                identity = await self.attestor.attest(ctx, objects)
+                fetched = await self._fetch(ctx, identity, objects, deadline)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the mount did not finish within {self.timeout:g}s; a backend is slow or unreachable"
+            ) from None
+        files, versions = self._assemble(ctx, objects, fetched)
+        if self.write_files:
+            await asyncio.to_thread(write_atomic, ctx.target_path, files)
+        return MountResult(files, versions, identity, ctx.spc_name, objects, fetched)
+
+    async def _fetch(
+        self,
+        ctx: MountContext,
+        identity: PodIdentity,
+        objects: Sequence[SecretObject],
+        deadline: float,
+    ) -> list[Fetched]:
+        groups: dict[str, list[SecretObject]] = defaultdict(list)
+        for obj in objects:
+            groups[obj.backend].append(obj)
+        fctx = FetchContext(
+            pod=identity,
+            spc_name=ctx.spc_name,
+            parameters=ctx.parameters,
+            tokens=ctx.tokens,
+            node_secrets=ctx.node_secrets,
+            deadline=deadline,
+        )
+        backends = {name: self.registry.get(name) for name in groups}
+        if len(groups) == 1:
+            ((name, group),) = groups.items()
+            return await _guarded(backends[name], group, fctx)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [tg.create_task(_guarded(backends[n], g, fctx)) for n, g in groups.items()]
+        except BaseExceptionGroup as group_error:
+            raise _first_error(group_error) from None
+        return [item for task in tasks for item in task.result()]
+
+    def _assemble(
+        self, ctx: MountContext, objects: Sequence[SecretObject], fetched: Sequence[Fetched]
+    ) -> tuple[list[OutFile], list[tuple[str, str]]]:
+        files: list[OutFile] = []
+        versions: list[tuple[str, str]] = []
+        owners: dict[str, str] = {}
+        ids: set[str] = set()
+        served: set[int] = set()
+        total = 0
+        for item in fetched:
+            obj = item.obj
+            where = f"objects[{obj.index}] {obj.name!r}"
+            path = obj.path if item.path is None else clean_path(item.path, where)
+            if path in owners:
+                raise InvalidSPC(f"{where}: file {path!r} is also written by {owners[path]}")
+            owners[path] = where
+            if item.object_id in ids:
+                raise InvalidSPC(f"{where}: object id {item.object_id!r} appears twice in this SPC")
+            ids.add(item.object_id)
+            served.add(obj.index)
+            total += len(item.contents)
+            mode = obj.mode if obj.mode is not None else ctx.default_mode
+            files.append(OutFile(path, mode, item.contents))
+            versions.append(
+                (item.object_id, self.versioner.version(item.object_id, item.version, path, item.contents))
+            )
+        missing = [o.name for o in objects if o.index not in served]
+        if missing:
+            raise BackendUnavailable(f"the backend returned nothing for: {', '.join(missing)}")
+        if total > MAX_RESPONSE_BYTES:
+            raise ResourceExhausted(
+                f"the files total {total} bytes, over the driver's 4 MiB message limit; "
+                "split the objects across several volumes"
+            )
+        return files, versions
+
+
+async def _guarded(backend: Backend, objects: list[SecretObject], ctx: FetchContext) -> list[Fetched]:
+    """Run one backend; an unexpected exception becomes a secret-free error naming the backend."""
+    try:
+        return await backend.fetch(objects, ctx)
+    except (KeygateError, asyncio.CancelledError, TimeoutError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a backend bug must not crash the daemon
+        log.error(
+            "backend raised an unexpected error",
+            extra={"backend": backend.name, "error_type": type(exc).__name__},
+        )
+        raise BackendUnavailable(
+            f"backend {backend.name!r} failed unexpectedly ({type(exc).__name__}); see the keygate log"
+        ) from None
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The most useful error of a failed fan-out: a KeygateError if any, else the first."""
+    flat: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            flat.append(exc)
+    for exc in flat:
+        if isinstance(exc, KeygateError):
+            return exc
+    return flat[0]

@@ -1,0 +1,152 @@
+"""Turn the driver's MountRequest strings into a typed, validated :class:`MountContext`.
+
+The driver sends JSON strings (attributes, secrets), a decimal permission string and the
+currently mounted object versions. Everything is checked here, once, so later stages can trust
+the types. Messages name the attribute at fault, never its value when it may be secret.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from provider.errors import InvalidRequest
+
+ATTR_POD_NAME = "csi.storage.k8s.io/pod.name"
+ATTR_POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
+ATTR_POD_UID = "csi.storage.k8s.io/pod.uid"
+ATTR_SERVICE_ACCOUNT = "csi.storage.k8s.io/serviceAccount.name"
+ATTR_TOKENS = "csi.storage.k8s.io/serviceAccount.tokens"
+ATTR_EPHEMERAL = "csi.storage.k8s.io/ephemeral"
+ATTR_SPC = "secretProviderClass"
+REQUIRED_POD_ATTRIBUTES = (ATTR_POD_NAME, ATTR_POD_NAMESPACE, ATTR_POD_UID, ATTR_SERVICE_ACCOUNT)
+MAX_MODE = 0o777
+
+
+@dataclass(frozen=True, slots=True)
+class MountInput:
+    """The MountRequest as plain data, so nothing past the server depends on gRPC."""
+
+    attributes: str
+    secrets: str
+    target_path: str
+    permission: str
+    current_object_version: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PodAttributes:
+    """The pod as the kubelet describes it; *claimed*, until attestation verifies it."""
+
+    namespace: str
+    name: str
+    uid: str
+    service_account: str
+
+
+@dataclass(frozen=True, slots=True)
+class MountContext:
+    """Everything parsed from one MountRequest."""
+
+    pod: PodAttributes
+    spc_name: str
+    parameters: Mapping[str, str]
+    tokens: Mapping[str, str]
+    node_secrets: Mapping[str, str]
+    target_path: str
+    default_mode: int
+    current_versions: Mapping[str, str]
+    tokens_present: bool
+
+
+def _json_string_map(raw: str, what: str, *, allow_empty: bool) -> dict[str, str]:
+    if not raw.strip():
+        if allow_empty:
+            return {}
+        raise InvalidRequest(f"{what} is empty; the driver must send a JSON object")
+    try:
+        value: Any = json.loads(raw)
+    except (ValueError, RecursionError) as exc:
+        pos = getattr(exc, "pos", None)
+        where = f" at character {pos}" if pos is not None else ""
+        raise InvalidRequest(f"{what} is not valid JSON{where}") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"{what} must be a JSON object, got {type(value).__name__}")
+    out: dict[str, str] = {}
+    for key, item in value.items():
+        if not isinstance(item, str):
+            raise InvalidRequest(f"{what}: the value of {key!r} must be a string")
+        out[key] = item
+    return out
+
+
+def parse_permission(raw: str) -> int:
+    """The driver's default mode: a JSON number in decimal ("420" is 0644)."""
+    text = raw.strip()
+    if not text:
+        raise InvalidRequest('permission is empty; expected a decimal file mode such as "420"')
+    try:
+        value: Any = json.loads(text)
+    except ValueError:
+        raise InvalidRequest(
+            f'permission {text[:20]!r} is not a decimal number (e.g. "420" for 0644)'
+        ) from None
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_MODE:
+        raise InvalidRequest(f"permission {text[:20]!r} must be a decimal integer between 0 and 511 (0777)")
+    return value
+
+
+def parse_tokens(raw: str) -> dict[str, str]:
+    """``serviceAccount.tokens``: audience -> {"token": JWT, "expirationTimestamp": ...}."""
+    try:
+        value: Any = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise InvalidRequest(f"attribute {ATTR_TOKENS!r} is not valid JSON") from None
+    if not isinstance(value, dict):
+        raise InvalidRequest(f"attribute {ATTR_TOKENS!r} must be a JSON object keyed by audience")
+    tokens: dict[str, str] = {}
+    for audience, entry in value.items():
+        token = entry.get("token") if isinstance(entry, dict) else None
+        if not isinstance(token, str) or not token:
+            raise InvalidRequest(
+                f"attribute {ATTR_TOKENS!r}: audience {audience!r} has no string 'token' field"
+            )
+        tokens[audience] = token
+    return tokens
+
+
+def parse(request: MountInput) -> MountContext:
+    """Validate a MountInput; raises InvalidRequest naming the first problem found."""
+    attributes = _json_string_map(request.attributes, "attributes", allow_empty=False)
+    node_secrets = _json_string_map(request.secrets, "secrets", allow_empty=True)
+    missing = [name for name in REQUIRED_POD_ATTRIBUTES if not attributes.get(name)]
+    if missing:
+        raise InvalidRequest(
+            "attributes lack the pod identity the kubelet always sends: "
+            + ", ".join(missing)
+            + " (is this request coming from the Secrets Store CSI driver?)"
+        )
+    raw_tokens = attributes.get(ATTR_TOKENS, "")
+    tokens = parse_tokens(raw_tokens) if raw_tokens.strip() else {}
+    target_path = request.target_path
+    if "\x00" in target_path:
+        raise InvalidRequest("target_path contains a NUL byte")
+    pod = PodAttributes(
+        namespace=attributes[ATTR_POD_NAMESPACE],
+        name=attributes[ATTR_POD_NAME],
+        uid=attributes[ATTR_POD_UID],
+        service_account=attributes[ATTR_SERVICE_ACCOUNT],
+    )
+    return MountContext(
+        pod=pod,
+        spc_name=attributes.get(ATTR_SPC, ""),
+        parameters=attributes,
+        tokens=tokens,
+        node_secrets=node_secrets,
+        target_path=target_path,
+        default_mode=parse_permission(request.permission),
+        current_versions=dict(request.current_object_version),
+        tokens_present=bool(raw_tokens.strip()),
+    )

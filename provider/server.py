@@ -1,0 +1,212 @@
+"""The gRPC face of keygate: ``v1alpha1.CSIDriverProvider`` on a Unix socket.
+
+It converts wire messages to :class:`provider.request.MountInput`, calls the mount pipeline, and
+turns a :class:`KeygateError` into a gRPC status whose message starts with the machine code
+(``[PermissionDenied] ...``) and whose trailing metadata carries ``keygate-error-code``. It knows
+nothing of any backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import stat
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import grpc
+
+from provider import RUNTIME_NAME, __version__
+from provider.errors import Code, KeygateError
+from provider.mount import Mounter
+from provider.request import MountInput
+from provider.wire import service_pb2 as pb
+from provider.wire import service_pb2_grpc as pb_grpc
+
+log = logging.getLogger("keygate.server")
+
+STATUS_BY_CODE: dict[Code, grpc.StatusCode] = {
+    Code.INVALID_REQUEST: grpc.StatusCode.INVALID_ARGUMENT,
+    Code.INVALID_SPC: grpc.StatusCode.INVALID_ARGUMENT,
+    Code.UNAUTHENTICATED: grpc.StatusCode.UNAUTHENTICATED,
+    Code.PERMISSION_DENIED: grpc.StatusCode.PERMISSION_DENIED,
+    Code.SECRET_NOT_FOUND: grpc.StatusCode.NOT_FOUND,
+    Code.BACKEND_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
+    Code.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
+    Code.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Code.INTERNAL: grpc.StatusCode.INTERNAL,
+}
+MAX_MESSAGE = 4 * 1024 * 1024
+ERROR_CODE_KEY = "keygate-error-code"
+
+
+def to_input(request: pb.MountRequest) -> MountInput:
+    return MountInput(
+        attributes=request.attributes,
+        secrets=request.secrets,
+        target_path=request.target_path,
+        permission=request.permission,
+        current_object_version={v.id: v.version for v in request.current_object_version},
+    )
+
+
+class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
+    """Answers Version and Mount; every Mount logs exactly one line and never a value."""
+
+    def __init__(self, mounter: Mounter) -> None:
+        self.mounter = mounter
+
+    async def Version(  # noqa: N802 - gRPC method name
+        self,
+        request: pb.VersionRequest,
+        context: grpc.aio.ServicerContext[pb.VersionRequest, pb.VersionResponse],
+    ) -> pb.VersionResponse:
+        return pb.VersionResponse(version="v1alpha1", runtime_name=RUNTIME_NAME, runtime_version=__version__)
+
+    async def Mount(  # noqa: N802 - gRPC method name
+        self, request: pb.MountRequest, context: grpc.aio.ServicerContext[pb.MountRequest, pb.MountResponse]
+    ) -> pb.MountResponse:
+        started = time.perf_counter()
+        request_id = uuid.uuid4().hex[:16]
+        fields: dict[str, object] = {"request_id": request_id}
+        try:
+            mount_input = to_input(request)
+            result = await self.mounter.mount(mount_input)
+        except KeygateError as exc:
+            return await self._fail(context, exc.code, exc.message, fields, started)
+        except asyncio.CancelledError:
+            self._log(fields, started, "cancelled", Code.DEADLINE_EXCEEDED)
+            raise
+        except Exception as exc:  # noqa: BLE001 - the daemon must survive any request
+            log.error("unexpected error in mount", extra={**fields, "error_type": type(exc).__name__})
+            return await self._fail(
+                context,
+                Code.INTERNAL,
+                f"internal error ({type(exc).__name__}); see the keygate log",
+                fields,
+                started,
+            )
+        fields.update(
+            pod=f"{result.identity.namespace}/{result.identity.name}",
+            spc=result.spc_name,
+            objects=len(result.objects),
+            files=len(result.files),
+        )
+        self._log(fields, started, "ok", None)
+        response = pb.MountResponse(
+            object_version=[pb.ObjectVersion(id=i, version=v) for i, v in result.versions],
+        )
+        response.files.extend(pb.File(path=f.path, mode=f.mode, contents=f.contents) for f in result.files)
+        return response
+
+    async def _fail(
+        self,
+        context: grpc.aio.ServicerContext[pb.MountRequest, pb.MountResponse],
+        code: Code,
+        message: str,
+        fields: dict[str, object],
+        started: float,
+    ) -> pb.MountResponse:
+        self._log(fields, started, "error", code)
+        context.set_trailing_metadata(((ERROR_CODE_KEY, code.value),))
+        await context.abort(STATUS_BY_CODE[code], f"[{code.value}] {message}")
+        raise AssertionError("unreachable")  # pragma: no cover - abort raises
+
+    @staticmethod
+    def _log(fields: dict[str, object], started: float, outcome: str, code: Code | None) -> None:
+        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        extra = {**fields, "outcome": outcome, "duration_ms": duration_ms}
+        if code is not None:
+            extra["code"] = code.value
+        log.info("mount", extra=extra)
+
+
+def prepare_socket(path: str) -> None:
+    """Remove a stale socket left by a crashed daemon; refuse if another daemon still listens."""
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, exist_ok=True)
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise KeygateError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(1.0)
+        probe.connect(path)
+    except OSError as exc:
+        if exc.errno not in (errno.ECONNREFUSED, errno.ENOENT):
+            raise KeygateError(f"cannot probe existing socket {path}: {exc.strerror}") from None
+        os.unlink(path)
+        log.info("removed stale socket", extra={"socket": path})
+        return
+    finally:
+        probe.close()
+    raise KeygateError(f"another process is serving on {path}; stop it first")
+
+
+class Daemon:
+    """A running gRPC server on a Unix socket; ``stop`` drains in-flight mounts."""
+
+    def __init__(self, mounter: Mounter, socket_path: str, grace_period: float = 30.0) -> None:
+        self.mounter = mounter
+        self.socket_path = socket_path
+        self.grace_period = grace_period
+        self.server: grpc.aio.Server | None = None
+
+    async def start(self) -> None:
+        prepare_socket(self.socket_path)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_send_message_length", MAX_MESSAGE),
+                ("grpc.max_receive_message_length", MAX_MESSAGE),
+            ]
+        )
+        pb_grpc.add_CSIDriverProviderServicer_to_server(ProviderServicer(self.mounter), server)
+        old_umask = os.umask(0o177)
+        try:
+            if server.add_insecure_port(f"unix:{self.socket_path}") == 0:
+                raise KeygateError(f"cannot listen on {self.socket_path}")
+            await server.start()
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.socket_path, 0o600)
+        self.server = server
+        log.info("serving", extra={"socket": self.socket_path, "version": __version__})
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(self.grace_period)
+            self.server = None
+        await self.mounter.registry.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.socket_path)
+        log.info("stopped", extra={"socket": self.socket_path})
+
+    async def run_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then finish in-flight mounts and exit."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        await stop.wait()
+        log.info("signal received; draining in-flight mounts", extra={"grace_seconds": self.grace_period})
+        await self.stop()
+
+
+@contextlib.asynccontextmanager
+async def running(mounter: Mounter, socket_path: str) -> AsyncIterator[Daemon]:
+    daemon = Daemon(mounter, socket_path)
+    await daemon.start()
+    try:
+        yield daemon
+    finally:
+        await daemon.stop()

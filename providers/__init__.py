@@ -1,0 +1,1 @@
+"""Secret backends behind one interface (see :mod:`providers.base`)."""
