@@ -1,0 +1,123 @@
+"""What every network backend shares: a bounded worker pool for blocking SDKs, retries with
+jittered backoff, and a cache of authenticated clients that honours credential expiry.
+
+The pool is per backend (a bulkhead): a slow cloud can fill its own workers but not the event
+loop or another backend's. Retries stop at the mount deadline carried by :class:`FetchContext`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Generic, TypeVar
+
+from provider.errors import BackendUnavailable, DeadlineExceeded, KeygateError
+from providers.base import FetchContext
+
+T = TypeVar("T")
+
+
+class WorkerPool:
+    """Runs blocking SDK calls on at most ``size`` threads owned by one backend."""
+
+    def __init__(self, name: str, size: int = 16) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix=f"keygate-{name}")
+
+    async def run(self, fn: Callable[[], T]) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, fn)
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Exponential backoff with full jitter, bounded by attempts and the mount deadline."""
+
+    attempts: int = 4
+    base_delay: float = 0.1
+    max_delay: float = 2.0
+
+    def delay(self, attempt: int) -> float:
+        return random.uniform(0, min(self.max_delay, self.base_delay * (2**attempt)))  # noqa: S311
+
+
+class Retryable(KeygateError):
+    """Raised by a backend's call wrapper for throttling or transient faults worth retrying."""
+
+    code = BackendUnavailable.code
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[T]], ctx: FetchContext, policy: RetryPolicy = RetryPolicy()
+) -> T:
+    """Await ``call`` until it succeeds, raises a non-retryable error, or time/attempts run out.
+
+    The last :class:`Retryable` is re-raised as BackendUnavailable with its message.
+    """
+    last: Retryable | None = None
+    for attempt in range(policy.attempts):
+        try:
+            return await asyncio.wait_for(call(), timeout=ctx.remaining())
+        except Retryable as exc:
+            last = exc
+        except TimeoutError:
+            raise DeadlineExceeded("the backend did not answer before the mount deadline") from None
+        pause = policy.delay(attempt)
+        if attempt + 1 < policy.attempts and pause < ctx.remaining():
+            await asyncio.sleep(pause)
+        else:
+            break
+    assert last is not None
+    raise BackendUnavailable(f"{last.message} (after {attempt + 1} attempts)")
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+class ClientCache(Generic[K, T]):
+    """Clients keyed by (endpoint, identity, ...), each dropped when its credentials expire.
+
+    ``factory`` returns the client and the monotonic time at which it must no longer be used.
+    Concurrent misses for one key build the client once.
+    """
+
+    def __init__(self, max_entries: int = 1024, margin: float = 60.0) -> None:
+        self._entries: dict[K, tuple[T, float]] = {}
+        self._locks: dict[K, asyncio.Lock] = {}
+        self._guard = threading.Lock()
+        self._max = max_entries
+        self._margin = margin
+        self.hits = 0
+        self.misses = 0
+
+    async def get(self, key: K, factory: Callable[[], Awaitable[tuple[T, float]]]) -> T:
+        entry = self._entries.get(key)
+        if entry is not None and entry[1] - self._margin > time.monotonic():
+            self.hits += 1
+            return entry[0]
+        with self._guard:
+            lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            entry = self._entries.get(key)
+            if entry is not None and entry[1] - self._margin > time.monotonic():
+                self.hits += 1
+                return entry[0]
+            self.misses += 1
+            client, expires = await factory()
+            if len(self._entries) >= self._max:
+                self._entries.pop(next(iter(self._entries)))
+            self._entries[key] = (client, expires)
+            return client
+
+    def invalidate(self, key: K) -> None:
+        self._entries.pop(key, None)
+
+    def clear(self) -> None:
+        self._entries.clear()
