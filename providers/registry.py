@@ -2,13 +2,13 @@
 
 Built-in backends are listed here with the SPC markers that select them when an SPC does not say
 ``backend:`` explicitly (so a peer provider's manifest works with only ``spec.provider``
-changed). Third-party backends register under the ``keygate.backends`` entry-point group and are
-selected by name. Imports are lazy because cloud SDKs cost hundreds of milliseconds to load.
+changed). Third-party backends register under the ``keygate.backends`` entry-point group, or are named
+in the daemon config (``backends: {mine: {class: "pkg.module:Class"}}``), and are selected by
+name. Imports are lazy because cloud SDKs cost hundreds of milliseconds to load.
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -64,8 +64,11 @@ class Registry:
         self._targets = {name: info.target for name, info in BUILTIN.items()}
         for name, target in _plugin_targets().items():
             self._targets.setdefault(name, target)
+        for name, section in self._settings.items():
+            target = section.get("class")
+            if isinstance(target, str) and target:
+                self._targets[name] = target
         self._backends: dict[str, Backend] = {}
-        self._lock = asyncio.Lock()
 
     def names(self) -> list[str]:
         return sorted(self._targets)

@@ -48,7 +48,7 @@ def _b64e(data: bytes) -> str:
 
 def _b64d(text: str, what: str) -> bytes:
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        return base64.b64decode(text + "=" * (-len(text) % 4), altchars=b"-_", validate=True)
     except (binascii.Error, ValueError):
         raise SealError(f"sealed value: {what} is not base64url") from None
 
