@@ -46,8 +46,10 @@ def main() -> None:
                 samples.append((time.perf_counter() - start) * 1000)
     samples.sort()
     p99 = samples[int(len(samples) * 0.99) - 1]
-    print(f"| sealed mount, {args.objects} objects, {args.calls} calls | median {statistics.median(samples):.3f} ms "
-          f"| p99 {p99:.3f} ms |")
+    print(
+        f"| sealed mount, {args.objects} objects, {args.calls} calls | median {statistics.median(samples):.3f} ms "
+        f"| p99 {p99:.3f} ms |"
+    )
 
 
 if __name__ == "__main__":

@@ -65,9 +65,9 @@ class Registry:
         for name, target in _plugin_targets().items():
             self._targets.setdefault(name, target)
         for name, section in self._settings.items():
-            target = section.get("class")
-            if isinstance(target, str) and target:
-                self._targets[name] = target
+            custom = section.get("class")
+            if isinstance(custom, str) and custom:
+                self._targets[name] = custom
         self._backends: dict[str, Backend] = {}
 
     def names(self) -> list[str]:

@@ -149,8 +149,9 @@ def parse(text: str) -> Envelope:
     header_text, dot, body = text[len(PREFIX) :].partition(".")
     if not dot or not header_text or not body:
         raise SealError("sealed value is truncated: expected '<header>.<ciphertext>'")
+    header_bytes = _b64d(header_text, "header")
     try:
-        header = json.loads(_b64d(header_text, "header"))
+        header = json.loads(header_bytes)
     except (ValueError, RecursionError):
         raise SealError("sealed value header is not valid JSON") from None
     if not isinstance(header, dict) or header.get("v") != 1 or header.get("alg") != ALG:

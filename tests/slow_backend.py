@@ -28,7 +28,9 @@ class SlowBackend:
             from provider.errors import BackendUnavailable
 
             raise BackendUnavailable(f"slow backend: object {obj.name!r} failed on purpose")
-        return Fetched(obj=obj, object_id=f"slow/{obj.name}", contents=str(obj.field("value", obj.name)).encode())
+        return Fetched(
+            obj=obj, object_id=f"slow/{obj.name}", contents=str(obj.field("value", obj.name)).encode()
+        )
 
     async def fetch(self, objects: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
         if self.sequential:

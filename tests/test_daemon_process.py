@@ -24,10 +24,16 @@ from provider.errors import KeygateError
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def keygate(*args: str, stdin: bytes = b"", env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def keygate(
+    *args: str, stdin: bytes = b"", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     return subprocess.run(
         [sys.executable, "-m", "provider.cli", *args],
-        input=stdin, capture_output=True, cwd=ROOT, env={**os.environ, **(env or {})}, timeout=60,
+        input=stdin,
+        capture_output=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=60,
     )
 
 
@@ -35,7 +41,9 @@ def start_serve(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     sock = str(tmp / "keygate.sock")
     proc = subprocess.Popen(
         [sys.executable, "-m", "provider.cli", "serve", "--socket", sock, *extra],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
@@ -138,7 +146,13 @@ def test_keygen_seal_and_mount_with_the_cli(short_tmp):
     proc, sock = start_serve(short_tmp, "--sealed-key", str(key))
     try:
         with DriverClient(sock) as c:
-            resp = c.mount(mount_request("spc", {"objects": json.dumps([{"objectName": "db", "sealed": text}])}, Pod(namespace="ns1")))
+            resp = c.mount(
+                mount_request(
+                    "spc",
+                    {"objects": json.dumps([{"objectName": "db", "sealed": text}])},
+                    Pod(namespace="ns1"),
+                )
+            )
         assert resp.files[0].contents == b"s3cret\n"
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -148,10 +162,14 @@ def test_keygen_seal_and_mount_with_the_cli(short_tmp):
 
 
 def test_seal_errors_are_clear(short_tmp):
-    missing = keygate("seal", "--namespace", "a", "--name", "b", "--recipient", str(short_tmp / "nope.pub"), stdin=b"x")
+    missing = keygate(
+        "seal", "--namespace", "a", "--name", "b", "--recipient", str(short_tmp / "nope.pub"), stdin=b"x"
+    )
     assert missing.returncode == 2 and b"cannot read recipient key" in missing.stderr
     (short_tmp / "bad.pub").write_text("hello")
-    bad = keygate("seal", "--namespace", "a", "--name", "b", "--recipient", str(short_tmp / "bad.pub"), stdin=b"x")
+    bad = keygate(
+        "seal", "--namespace", "a", "--name", "b", "--recipient", str(short_tmp / "bad.pub"), stdin=b"x"
+    )
     assert bad.returncode == 2 and b"not a PEM public key" in bad.stderr
     keygate("keygen", "--out", str(short_tmp))
     empty = keygate("seal", "--namespace", "a", "--name", "b", "--recipient", str(short_tmp / "node.pub"))
@@ -159,15 +177,26 @@ def test_seal_errors_are_clear(short_tmp):
 
 
 def test_unreadable_sealing_key_stops_start_up(short_tmp):
-    out = keygate("serve", "--socket", str(short_tmp / "s.sock"), "--sealed-key", str(short_tmp / "missing.key"))
+    out = keygate(
+        "serve", "--socket", str(short_tmp / "s.sock"), "--sealed-key", str(short_tmp / "missing.key")
+    )
     assert out.returncode == 2 and b"cannot read sealing key" in out.stderr
 
 
 def test_serve_help_documents_every_option():
     out = keygate("serve", "--help")
     text = out.stdout.decode()
-    for flag in ("--socket", "--config", "--sealed-key", "--version-key-file", "--write-files",
-                 "--mount-timeout", "--grace-period", "--log-level", "--log-format"):
+    for flag in (
+        "--socket",
+        "--config",
+        "--sealed-key",
+        "--version-key-file",
+        "--write-files",
+        "--mount-timeout",
+        "--grace-period",
+        "--log-level",
+        "--log-format",
+    ):
         assert flag in text
     assert "KEYGATE_SOCKET" in text
 
@@ -185,7 +214,11 @@ def test_config_precedence_file_env_flag(short_tmp):
     env = {"KEYGATE_SOCKET": "/from/env.sock", "KEYGATE_WRITE_FILES": "true"}
     from_env = load(parser.parse_args(["--config", str(cfg)]), environ=env)
     assert (from_env.socket, from_env.write_files, from_env.mount_timeout, from_env.log_format) == (
-        "/from/env.sock", True, 7.0, "text")
+        "/from/env.sock",
+        True,
+        7.0,
+        "text",
+    )
     from_flag = load(parser.parse_args(["--config", str(cfg), "--socket", "/from/flag.sock"]), environ=env)
     assert from_flag.socket == "/from/flag.sock"
     assert load(None, environ={}) == Config()

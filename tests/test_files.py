@@ -11,13 +11,18 @@ def test_clean_paths(raw, clean):
     assert clean_path(raw, "x") == clean
 
 
-@pytest.mark.parametrize("raw", ["", " ", "/abs", "..", "../a", "a/../b", "a/..", ".", "..data", "..data/x", "a\\b", "a\x00b"])
+@pytest.mark.parametrize(
+    "raw", ["", " ", "/abs", "..", "../a", "a/../b", "a/..", ".", "..data", "..data/x", "a\\b", "a\x00b"]
+)
 def test_rejected_paths(raw):
     with pytest.raises(InvalidSPC):
         clean_path(raw, "x")
 
 
-@pytest.mark.parametrize(("raw", "mode"), [("0400", 0o400), ("400", 0o400), ("0o644", 0o644), ("0777", 0o777), (256, 0o400), (0, 0)])
+@pytest.mark.parametrize(
+    ("raw", "mode"),
+    [("0400", 0o400), ("400", 0o400), ("0o644", 0o644), ("0777", 0o777), (256, 0o400), (0, 0)],
+)
 def test_modes(raw, mode):
     assert parse_mode(raw, "x") == mode
 

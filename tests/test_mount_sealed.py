@@ -27,9 +27,21 @@ def error_of(call) -> tuple[grpc.StatusCode, str]:
 def test_several_objects_modes_alias_and_default_permission(start_daemon, node_key):
     d = start_daemon()
     objects = objects_yaml(
-        {"objectName": "db-password", "sealed": node_key.seal(b"pw-1", "shop", "db-password"), "filePermission": "0400"},
-        {"objectName": "api-key", "objectAlias": "keys/api", "sealed": node_key.seal(b"k-2", "shop", "api-key")},
-        {"objectName": "tls", "sealed": node_key.seal(b"\x00\xffbinary", "shop", "tls"), "filePermission": "0640"},
+        {
+            "objectName": "db-password",
+            "sealed": node_key.seal(b"pw-1", "shop", "db-password"),
+            "filePermission": "0400",
+        },
+        {
+            "objectName": "api-key",
+            "objectAlias": "keys/api",
+            "sealed": node_key.seal(b"k-2", "shop", "api-key"),
+        },
+        {
+            "objectName": "tls",
+            "sealed": node_key.seal(b"\x00\xffbinary", "shop", "tls"),
+            "filePermission": "0640",
+        },
     )
     resp = d.client.mount(mount_request("shop-secrets", {"objects": objects}, POD, permission=420))
     assert [(f.path, f.mode, f.contents) for f in resp.files] == [
@@ -78,7 +90,9 @@ def test_rotation_call_returns_the_complete_file_set(start_daemon, node_key):
     )
     first = d.client.mount(mount_request("spc", {"objects": objects}, POD))
     again = d.client.mount(
-        mount_request("spc", {"objects": objects}, POD, current=[(v.id, v.version) for v in first.object_version])
+        mount_request(
+            "spc", {"objects": objects}, POD, current=[(v.id, v.version) for v in first.object_version]
+        )
     )
     assert [f.path for f in again.files] == ["a", "b"]
     assert again.object_version == first.object_version
@@ -104,7 +118,9 @@ def test_rotation_of_keys_old_and_new_node_keys(start_daemon, node_key, short_tm
     assert [f.contents for f in resp.files] == [b"either", b"new-only", b"old-only"]
     d2 = start_daemon(sealed_key=(str(new_path),))
     code, message = error_of(
-        lambda: d2.client.mount(mount_request("spc", {"objects": objects_yaml({"objectName": "z", "sealed": only_old})}, POD))
+        lambda: d2.client.mount(
+            mount_request("spc", {"objects": objects_yaml({"objectName": "z", "sealed": only_old})}, POD)
+        )
     )
     assert code == grpc.StatusCode.PERMISSION_DENIED and "no node key can open this value" in message
 
@@ -122,82 +138,206 @@ def _good_attrs(**extra: str) -> dict[str, str]:
 MALFORMED = [
     ("attributes not JSON", lambda k: _raw("{not json"), "InvalidRequest", "attributes is not valid JSON"),
     ("attributes a list", lambda k: _raw("[]"), "InvalidRequest", "must be a JSON object"),
-    ("attribute value not string", lambda k: _raw(json.dumps({"a": 1})), "InvalidRequest", "must be a string"),
+    (
+        "attribute value not string",
+        lambda k: _raw(json.dumps({"a": 1})),
+        "InvalidRequest",
+        "must be a string",
+    ),
     (
         "missing pod attributes",
         lambda k: _raw(json.dumps({"objects": "[]", "secretProviderClass": "x"})),
         "InvalidRequest",
         "csi.storage.k8s.io/pod.name",
     ),
-    ("secrets not JSON", lambda k: _raw(json.dumps(_good_attrs()), secrets="nope"), "InvalidRequest", "secrets is not valid JSON"),
-    ("permission not a number", lambda k: _raw(json.dumps(_good_attrs()), permission="rw"), "InvalidRequest", "permission"),
-    ("permission too large", lambda k: _raw(json.dumps(_good_attrs()), permission="4096"), "InvalidRequest", "between 0 and 511"),
-    ("tokens not JSON", lambda k: _raw(json.dumps(_good_attrs(**{"csi.storage.k8s.io/serviceAccount.tokens": "x"}))), "InvalidRequest", "serviceAccount.tokens"),
-    ("no objects", lambda k: _raw(json.dumps(_good_attrs())), "InvalidSecretProviderClass", "lists no objects"),
-    ("bad YAML", lambda k: _raw(json.dumps(_good_attrs(objects="- objectName: [unclosed"))), "InvalidSecretProviderClass", "not valid YAML/JSON at line 1"),
-    ("objects not a list", lambda k: _raw(json.dumps(_good_attrs(objects="objectName: x"))), "InvalidSecretProviderClass", "must be a list"),
-    ("duplicate key", lambda k: _raw(json.dumps(_good_attrs(objects="- objectName: a\n  objectName: b\n  sealed: x"))), "InvalidSecretProviderClass", "duplicate key"),
-    ("no objectName", lambda k: _raw(json.dumps(_good_attrs(objects='[{"sealed": "x"}]'))), "InvalidSecretProviderClass", "'objectName' is required"),
+    (
+        "secrets not JSON",
+        lambda k: _raw(json.dumps(_good_attrs()), secrets="nope"),
+        "InvalidRequest",
+        "secrets is not valid JSON",
+    ),
+    (
+        "permission not a number",
+        lambda k: _raw(json.dumps(_good_attrs()), permission="rw"),
+        "InvalidRequest",
+        "permission",
+    ),
+    (
+        "permission too large",
+        lambda k: _raw(json.dumps(_good_attrs()), permission="4096"),
+        "InvalidRequest",
+        "between 0 and 511",
+    ),
+    (
+        "tokens not JSON",
+        lambda k: _raw(json.dumps(_good_attrs(**{"csi.storage.k8s.io/serviceAccount.tokens": "x"}))),
+        "InvalidRequest",
+        "serviceAccount.tokens",
+    ),
+    (
+        "no objects",
+        lambda k: _raw(json.dumps(_good_attrs())),
+        "InvalidSecretProviderClass",
+        "lists no objects",
+    ),
+    (
+        "bad YAML",
+        lambda k: _raw(json.dumps(_good_attrs(objects="- objectName: [unclosed"))),
+        "InvalidSecretProviderClass",
+        "not valid YAML/JSON at line 1",
+    ),
+    (
+        "objects not a list",
+        lambda k: _raw(json.dumps(_good_attrs(objects="objectName: x"))),
+        "InvalidSecretProviderClass",
+        "must be a list",
+    ),
+    (
+        "duplicate key",
+        lambda k: _raw(json.dumps(_good_attrs(objects="- objectName: a\n  objectName: b\n  sealed: x"))),
+        "InvalidSecretProviderClass",
+        "duplicate key",
+    ),
+    (
+        "no objectName",
+        lambda k: _raw(json.dumps(_good_attrs(objects='[{"sealed": "x"}]'))),
+        "InvalidSecretProviderClass",
+        "'objectName' is required",
+    ),
     (
         "traversal path",
-        lambda k: _raw(json.dumps(_good_attrs(objects=objects_yaml({"objectName": "a", "objectAlias": "../../etc/passwd", "sealed": k.seal(b"v", "shop", "a")})))),
+        lambda k: _raw(
+            json.dumps(
+                _good_attrs(
+                    objects=objects_yaml(
+                        {
+                            "objectName": "a",
+                            "objectAlias": "../../etc/passwd",
+                            "sealed": k.seal(b"v", "shop", "a"),
+                        }
+                    )
+                )
+            )
+        ),
         "InvalidSecretProviderClass",
         "contains '..'",
     ),
     (
         "absolute path",
-        lambda k: _raw(json.dumps(_good_attrs(objects=objects_yaml({"objectName": "a", "objectAlias": "/etc/passwd", "sealed": k.seal(b"v", "shop", "a")})))),
+        lambda k: _raw(
+            json.dumps(
+                _good_attrs(
+                    objects=objects_yaml(
+                        {"objectName": "a", "objectAlias": "/etc/passwd", "sealed": k.seal(b"v", "shop", "a")}
+                    )
+                )
+            )
+        ),
         "InvalidSecretProviderClass",
         "is absolute",
     ),
     (
         "duplicate paths",
-        lambda k: _raw(json.dumps(_good_attrs(objects=objects_yaml(
-            {"objectName": "a", "objectAlias": "same", "sealed": k.seal(b"v", "shop", "a")},
-            {"objectName": "b", "objectAlias": "./same", "sealed": k.seal(b"v", "shop", "b")},
-        )))),
+        lambda k: _raw(
+            json.dumps(
+                _good_attrs(
+                    objects=objects_yaml(
+                        {"objectName": "a", "objectAlias": "same", "sealed": k.seal(b"v", "shop", "a")},
+                        {"objectName": "b", "objectAlias": "./same", "sealed": k.seal(b"v", "shop", "b")},
+                    )
+                )
+            )
+        ),
         "InvalidSecretProviderClass",
         "is also written by objects[0]",
     ),
     (
         "bad mode digits",
-        lambda k: _raw(json.dumps(_good_attrs(objects=objects_yaml({"objectName": "a", "filePermission": "0999", "sealed": k.seal(b"v", "shop", "a")})))),
+        lambda k: _raw(
+            json.dumps(
+                _good_attrs(
+                    objects=objects_yaml(
+                        {"objectName": "a", "filePermission": "0999", "sealed": k.seal(b"v", "shop", "a")}
+                    )
+                )
+            )
+        ),
         "InvalidSecretProviderClass",
         "is not an octal permission",
     ),
     (
         "bad mode word",
-        lambda k: _raw(json.dumps(_good_attrs(objects=objects_yaml({"objectName": "a", "filePermission": "rw-r--r--", "sealed": k.seal(b"v", "shop", "a")})))),
+        lambda k: _raw(
+            json.dumps(
+                _good_attrs(
+                    objects=objects_yaml(
+                        {
+                            "objectName": "a",
+                            "filePermission": "rw-r--r--",
+                            "sealed": k.seal(b"v", "shop", "a"),
+                        }
+                    )
+                )
+            )
+        ),
         "InvalidSecretProviderClass",
         "is not an octal permission",
     ),
     (
         "wrong namespace ciphertext",
-        lambda k: _raw(json.dumps(_good_attrs(objects=objects_yaml({"objectName": "a", "sealed": k.seal(b"v", "elsewhere", "a")})))),
+        lambda k: _raw(
+            json.dumps(
+                _good_attrs(
+                    objects=objects_yaml({"objectName": "a", "sealed": k.seal(b"v", "elsewhere", "a")})
+                )
+            )
+        ),
         "PermissionDenied",
         "sealed for elsewhere/a, not shop/a",
     ),
     (
         "wrong object name ciphertext",
-        lambda k: _raw(json.dumps(_good_attrs(objects=objects_yaml({"objectName": "a", "sealed": k.seal(b"v", "shop", "b")})))),
+        lambda k: _raw(
+            json.dumps(
+                _good_attrs(objects=objects_yaml({"objectName": "a", "sealed": k.seal(b"v", "shop", "b")}))
+            )
+        ),
         "PermissionDenied",
         "sealed for shop/b, not shop/a",
     ),
     (
         "tampered ciphertext",
-        lambda k: _raw(json.dumps(_good_attrs(objects=objects_yaml({"objectName": "a", "sealed": _flip_last(k.seal(b"value", "shop", "a"))})))),
+        lambda k: _raw(
+            json.dumps(
+                _good_attrs(
+                    objects=objects_yaml(
+                        {"objectName": "a", "sealed": _flip_last(k.seal(b"value", "shop", "a"))}
+                    )
+                )
+            )
+        ),
         "PermissionDenied",
         "altered or corrupted",
     ),
     (
         "truncated sealed value",
-        lambda k: _raw(json.dumps(_good_attrs(objects=objects_yaml({"objectName": "a", "sealed": k.seal(b"v", "shop", "a").split(".")[0]})))),
+        lambda k: _raw(
+            json.dumps(
+                _good_attrs(
+                    objects=objects_yaml(
+                        {"objectName": "a", "sealed": k.seal(b"v", "shop", "a").split(".")[0]}
+                    )
+                )
+            )
+        ),
         "InvalidSecretProviderClass",
         "truncated",
     ),
     (
         "unknown backend",
-        lambda k: _raw(json.dumps(_good_attrs(objects=objects_yaml({"objectName": "a", "backend": "keepass"})))),
+        lambda k: _raw(
+            json.dumps(_good_attrs(objects=objects_yaml({"objectName": "a", "backend": "keepass"})))
+        ),
         "InvalidSecretProviderClass",
         "unknown backend 'keepass'",
     ),
@@ -216,14 +356,22 @@ def _flip_last(sealed: str) -> str:
 
 
 @pytest.mark.parametrize(("case", "build", "code", "fragment"), MALFORMED, ids=[m[0] for m in MALFORMED])
-def test_malformed_input_gets_code_and_message_and_daemon_keeps_serving(start_daemon, node_key, case, build, code, fragment):
+def test_malformed_input_gets_code_and_message_and_daemon_keeps_serving(
+    start_daemon, node_key, case, build, code, fragment
+):
     d = start_daemon()
     status, message = error_of(lambda: d.client.mount(build(node_key)))
     assert message.startswith(f"[{code}] "), message
     assert fragment in message, message
     assert "Traceback" not in message
     assert status != grpc.StatusCode.UNKNOWN
-    ok = d.client.mount(mount_request("spc", {"objects": objects_yaml({"objectName": "a", "sealed": node_key.seal(b"v", "shop", "a")})}, POD))
+    ok = d.client.mount(
+        mount_request(
+            "spc",
+            {"objects": objects_yaml({"objectName": "a", "sealed": node_key.seal(b"v", "shop", "a")})},
+            POD,
+        )
+    )
     assert ok.files[0].contents == b"v"
 
 
@@ -256,7 +404,10 @@ def test_mixed_backends_in_one_spc_fetch_concurrently(start_daemon, node_key):
     start = time.perf_counter()
     resp = d.client.mount(mount_request("spc", {"objects": objects}, POD))
     elapsed = time.perf_counter() - start
-    assert {f.path: f.contents for f in resp.files} == {"s": b"sealed-v", **{f"n{i}": f"v{i}".encode() for i in range(5)}}
+    assert {f.path: f.contents for f in resp.files} == {
+        "s": b"sealed-v",
+        **{f"n{i}": f"v{i}".encode() for i in range(5)},
+    }
     assert elapsed < 1.0, "objects were fetched one after another"
 
 
@@ -271,7 +422,9 @@ def test_backend_failure_in_a_mixed_mount_is_all_or_nothing(start_daemon, node_k
 
 
 def test_mount_deadline(start_daemon):
-    d = start_daemon(mount_timeout=0.3, backends={"slow": {"class": "tests.slow_backend:SlowBackend", "delay": 5}})
+    d = start_daemon(
+        mount_timeout=0.3, backends={"slow": {"class": "tests.slow_backend:SlowBackend", "delay": 5}}
+    )
     objects = objects_yaml({"objectName": "x", "backend": "slow"})
     code, message = error_of(lambda: d.client.mount(mount_request("spc", {"objects": objects}, POD)))
     assert code == grpc.StatusCode.DEADLINE_EXCEEDED and "0.3s" in message
@@ -285,7 +438,9 @@ def test_secret_value_never_in_logs_or_errors(start_daemon, node_key):
     assert resp.files[0].contents == value.encode()
     messages = []
     for pod in (Pod(namespace="other"), POD):
-        bad = objects_yaml({"objectName": "pw", "sealed": node_key.seal(value.encode(), "shop", "pw"), "filePermission": "9"})
+        bad = objects_yaml(
+            {"objectName": "pw", "sealed": node_key.seal(value.encode(), "shop", "pw"), "filePermission": "9"}
+        )
         for spc in (objects, bad):
             try:
                 d.client.mount(mount_request("spc", {"objects": spc}, pod))

@@ -36,7 +36,11 @@ def test_field_numbers_follow_the_driver_contract() -> None:
 
     assert pb.DESCRIPTOR.package == "v1alpha1"
     assert numbers(pb.MountRequest) == {
-        "attributes": 1, "secrets": 2, "target_path": 3, "permission": 4, "current_object_version": 5,
+        "attributes": 1,
+        "secrets": 2,
+        "target_path": 3,
+        "permission": 4,
+        "current_object_version": 5,
     }
     assert numbers(pb.MountResponse) == {"object_version": 1, "error": 2, "files": 3}
     assert numbers(pb.File) == {"path": 1, "mode": 2, "contents": 3}

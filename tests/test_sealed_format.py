@@ -33,7 +33,7 @@ def test_roundtrip_and_binding():
 def test_header_rewritten_to_another_namespace_fails_authentication():
     k = generate_key()
     text = seal(b"value", "ns", "obj", [k.public_key()])
-    header_b64, body = text[len(PREFIX):].split(".")
+    header_b64, body = text[len(PREFIX) :].split(".")
     header = json.loads(base64.urlsafe_b64decode(header_b64 + "=" * (-len(header_b64) % 4)))
     header["ns"] = "evil"
     forged_header = base64.urlsafe_b64encode(json.dumps(header).encode()).rstrip(b"=").decode()
@@ -79,8 +79,10 @@ def test_key_pem_roundtrip_and_wrong_kind():
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
 
-    ec_pub = ec.generate_private_key(ec.SECP256R1()).public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    ec_pub = (
+        ec.generate_private_key(ec.SECP256R1())
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     with pytest.raises(SealError, match="not an X25519 public key"):
         load_public(ec_pub, "ec.pub")

@@ -20,12 +20,16 @@ def test_atomic_write_and_swap(start_daemon, node_key, short_tmp):
     d = start_daemon(write_files=True)
 
     def mount(objs):
-        return d.client.mount(mount_request("spc", {"objects": json.dumps(objs)}, POD, target_path=str(target)))
+        return d.client.mount(
+            mount_request("spc", {"objects": json.dumps(objs)}, POD, target_path=str(target))
+        )
 
-    first = mount([
-        {"objectName": "a", "sealed": node_key.seal(b"A1", "shop", "a"), "filePermission": "0400"},
-        {"objectName": "b", "objectAlias": "dir/b", "sealed": node_key.seal(b"B1", "shop", "b")},
-    ])
+    first = mount(
+        [
+            {"objectName": "a", "sealed": node_key.seal(b"A1", "shop", "a"), "filePermission": "0400"},
+            {"objectName": "b", "objectAlias": "dir/b", "sealed": node_key.seal(b"B1", "shop", "b")},
+        ]
+    )
     assert len(first.files) == 2, "files are returned too in legacy mode"
     assert (target / "a").read_bytes() == b"A1" and (target / "dir" / "b").read_bytes() == b"B1"
     assert os.path.islink(target / "..data") and os.path.islink(target / "a")
@@ -56,5 +60,10 @@ def test_missing_target_is_a_clear_error(start_daemon, node_key, short_tmp):
     d = start_daemon(write_files=True)
     objs = [{"objectName": "a", "sealed": node_key.seal(b"v", "shop", "a")}]
     with pytest.raises(grpc.RpcError) as info:
-        d.client.mount(mount_request("spc", {"objects": json.dumps(objs)}, POD, target_path=str(short_tmp / "nope")))
-    assert info.value.details().startswith("[InvalidRequest]") and "not an existing directory" in info.value.details()
+        d.client.mount(
+            mount_request("spc", {"objects": json.dumps(objs)}, POD, target_path=str(short_tmp / "nope"))
+        )
+    assert (
+        info.value.details().startswith("[InvalidRequest]")
+        and "not an existing directory" in info.value.details()
+    )
