@@ -32,6 +32,7 @@ class KeygateError(Exception):
         super().__init__(message)
         if code is not None:
             self.code = code
+        self.log_fields: dict[str, object] = {}
 
     @property
     def message(self) -> str:

@@ -66,19 +66,25 @@ class Mounter:
 
     async def mount(self, request: MountInput) -> MountResult:
         deadline = time.monotonic() + self.timeout
+        ctx: MountContext | None = None
         try:
-            async with asyncio.timeout(self.timeout):
-                ctx = parse(request)
-                objects = parse_objects(ctx.parameters, self.registry)
-                identity = await self.attestor.attest(ctx, objects)
-                fetched = await self._fetch(ctx, identity, objects, deadline)
-        except TimeoutError:
-            raise DeadlineExceeded(
-                f"the mount did not finish within {self.timeout:g}s; a backend is slow or unreachable"
-            ) from None
-        files, versions = self._assemble(ctx, objects, fetched)
-        if self.write_files:
-            await asyncio.to_thread(write_atomic, ctx.target_path, files)
+            try:
+                async with asyncio.timeout(self.timeout):
+                    ctx = parse(request)
+                    objects = parse_objects(ctx.parameters, self.registry)
+                    identity = await self.attestor.attest(ctx, objects)
+                    fetched = await self._fetch(ctx, identity, objects, deadline)
+            except TimeoutError:
+                raise DeadlineExceeded(
+                    f"the mount did not finish within {self.timeout:g}s; a backend is slow or unreachable"
+                ) from None
+            files, versions = self._assemble(ctx, objects, fetched)
+            if self.write_files:
+                await asyncio.to_thread(write_atomic, ctx.target_path, files)
+        except KeygateError as exc:
+            if ctx is not None:
+                exc.log_fields.update(pod=f"{ctx.pod.namespace}/{ctx.pod.name}", spc=ctx.spc_name)
+            raise
         return MountResult(files, versions, identity, ctx.spc_name, objects, fetched)
 
     async def _fetch(

@@ -79,6 +79,7 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
             mount_input = to_input(request)
             result = await self.mounter.mount(mount_input)
         except KeygateError as exc:
+            fields.update(exc.log_fields)
             return await self._fail(context, exc.code, exc.message, fields, started)
         except asyncio.CancelledError:
             self._log(fields, started, "cancelled", Code.DEADLINE_EXCEEDED)

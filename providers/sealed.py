@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from provider.errors import InvalidSPC, KeygateError, PermissionDenied
 from providers.base import FetchContext, Fetched, SecretObject
-from providers.sealed_format import SealError, load_private, open_sealed, parse
+from providers.sealed_format import NodeKeys, SealError, load_private, open_sealed, parse
 
 KEY_SUFFIXES = (".pem", ".key")
 
@@ -53,7 +53,7 @@ class SealedBackend:
     def __init__(self, settings: Mapping[str, Any]) -> None:
         raw_paths = settings.get("keys") or []
         paths = [raw_paths] if isinstance(raw_paths, str) else [str(p) for p in raw_paths]
-        self._keys = load_keys(paths)
+        self._keys = NodeKeys(load_keys(paths))
         self.key_sources = paths
 
     @property
@@ -87,4 +87,4 @@ class SealedBackend:
         return out
 
     async def close(self) -> None:
-        self._keys = []
+        self._keys = NodeKeys([])

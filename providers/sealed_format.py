@@ -25,6 +25,7 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
@@ -140,8 +141,16 @@ class Envelope:
 
 
 def parse(text: str) -> Envelope:
-    """Structure checks only; authenticity is established by :func:`open_sealed`."""
-    text = "".join(text.split())
+    """Structure checks only; authenticity is established by :func:`open_sealed`.
+
+    Cached by text: rotation polls re-send the same SPC every two minutes per pod, and the
+    envelope holds only ciphertext and public values, so caching it reveals nothing.
+    """
+    return _parse("".join(text.split()))
+
+
+@lru_cache(maxsize=4096)
+def _parse(text: str) -> Envelope:
     if len(text) > MAX_SEALED_CHARS:
         raise SealError("sealed value is larger than 2 MiB")
     if not text.startswith(PREFIX):
@@ -168,7 +177,23 @@ def parse(text: str) -> Envelope:
     return Envelope(header_text, ns, name, nonce, tuple(parsed), _b64d(body, "ciphertext"))
 
 
-def open_sealed(text: str, namespace: str, name: str, keys: Iterable[X25519PrivateKey]) -> bytes:
+class NodeKeys:
+    """Private keys indexed by key id, computed once rather than on every open."""
+
+    def __init__(self, keys: Iterable[X25519PrivateKey]) -> None:
+        self._by_kid = {key_id(k.public_key()): (k, _raw_public(k.public_key())) for k in keys}
+
+    def __len__(self) -> int:
+        return len(self._by_kid)
+
+    def kids(self) -> list[str]:
+        return sorted(self._by_kid)
+
+    def get(self, kid: str) -> tuple[X25519PrivateKey, bytes] | None:
+        return self._by_kid.get(kid)
+
+
+def open_sealed(text: str, namespace: str, name: str, keys: NodeKeys | Iterable[X25519PrivateKey]) -> bytes:
     """Decrypt a sealed value for ``namespace``/``name`` with any matching node key."""
     env = parse(text)
     if env.namespace != namespace or env.name != name:
@@ -177,21 +202,19 @@ def open_sealed(text: str, namespace: str, name: str, keys: Iterable[X25519Priva
             "re-seal it with 'keygate seal --namespace "
             f"{namespace} --name {name}'"
         )
-    by_kid = {key_id(k.public_key()): k for k in keys}
-    matching = [(by_kid[kid], epk, wk) for kid, epk, wk in env.recipients if kid in by_kid]
+    node_keys = keys if isinstance(keys, NodeKeys) else NodeKeys(keys)
+    matching = [(found, epk, wk) for kid, epk, wk in env.recipients if (found := node_keys.get(kid))]
     if not matching:
         kids = ", ".join(kid for kid, _, _ in env.recipients) or "none"
         raise SealError(
             f"no node key can open this value (sealed for key ids {kids}; this node has "
-            f"{', '.join(sorted(by_kid)) or 'no keys'}); re-seal it for the node public key"
+            f"{', '.join(node_keys.kids()) or 'no keys'}); re-seal it for the node public key"
         )
-    for key, epk, wk in matching:
+    for (key, raw_public), epk, wk in matching:
         if len(epk) != 32 or len(wk) < 12 + 16:
             continue
         try:
-            kek = _kek(
-                key.exchange(X25519PublicKey.from_public_bytes(epk)), epk, _raw_public(key.public_key())
-            )
+            kek = _kek(key.exchange(X25519PublicKey.from_public_bytes(epk)), epk, raw_public)
             data_key = AESGCM(kek).decrypt(wk[:12], wk[12:], _aad(namespace, name, ""))
             return AESGCM(data_key).decrypt(env.nonce, env.ciphertext, _aad(namespace, name, env.header_text))
         except (InvalidTag, ValueError):
