@@ -44,6 +44,7 @@ STATUS_BY_CODE: dict[Code, grpc.StatusCode] = {
 }
 MAX_MESSAGE = 4 * 1024 * 1024
 ERROR_CODE_KEY = "keygate-error-code"
+MAX_ERROR_CHARS = 2000  # gRPC drops responses whose metadata exceeds 8 KiB
 
 
 def to_input(request: pb.MountRequest) -> MountInput:
@@ -116,6 +117,8 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
     ) -> pb.MountResponse:
         self._log(fields, started, "error", code)
         context.set_trailing_metadata(((ERROR_CODE_KEY, code.value),))
+        if len(message) > MAX_ERROR_CHARS:
+            message = message[: MAX_ERROR_CHARS - 1] + "…"
         await context.abort(STATUS_BY_CODE[code], f"[{code.value}] {message}")
         raise AssertionError("unreachable")  # pragma: no cover - abort raises
 

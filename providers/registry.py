@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, cast
 
-from provider.errors import InvalidSPC
+from provider.errors import BackendUnavailable, InvalidSPC
 from providers.base import Backend
 
 ENTRY_POINT_GROUP = "keygate.backends"
@@ -103,7 +103,13 @@ class Registry:
             if target is None:
                 raise InvalidSPC(f"unknown backend {name!r}; known backends: {', '.join(self.names())}")
             module_name, _, attr = target.partition(":")
-            factory = getattr(importlib.import_module(module_name), attr)
+            try:
+                factory = getattr(importlib.import_module(module_name), attr)
+            except (ImportError, AttributeError) as exc:
+                raise BackendUnavailable(
+                    f"backend {name!r} cannot be loaded ({type(exc).__name__}: {exc}); install it, "
+                    f"e.g. pip install 'keygate[{name}]'"
+                ) from None
             backend = cast(Backend, factory(self._settings.get(name, {})))
             self._backends[name] = backend
         return backend
