@@ -229,6 +229,8 @@ class AzureBackend:
     - ``disable_instance_discovery``: for authorities MSAL does not know (Azure Stack, tests).
     - ``token_audience``: audience of the pod token exchanged (default api://AzureADTokenExchange).
     - ``workers``: threads for the blocking SDK (default 16).
+    - ``request_timeout``: seconds one HTTP request may take, so a hung vault frees its worker
+      thread even after the mount deadline has already failed the Mount (default 20).
     - ``sdk_log_level``: level of the ``azure``/``msal`` loggers (default warning: the SDK logs
       every request's headers at info).
     """
@@ -248,6 +250,7 @@ class AzureBackend:
         self._proxy = str(settings.get("proxy") or "")
         self._disable_discovery = bool(settings.get("disable_instance_discovery", False))
         self._audience = str(settings.get("token_audience") or DEFAULT_AUDIENCE)
+        self._request_timeout = float(settings.get("request_timeout") or 20.0)
         self._pool = WorkerPool(self.name, int(settings.get("workers") or 16))
         self._cache: ClientCache[tuple[str, ...], Clients] = ClientCache()
         self._live: dict[tuple[str, ...], Clients] = {}
@@ -332,7 +335,12 @@ class AzureBackend:
     # ----- clients ----------------------------------------------------------------------------
 
     def _sdk_options(self) -> dict[str, Any]:
-        options: dict[str, Any] = {"retry_total": 0, "user_agent": "keygate"}
+        options: dict[str, Any] = {
+            "retry_total": 0,
+            "user_agent": "keygate",
+            "connection_timeout": min(10.0, self._request_timeout),
+            "read_timeout": self._request_timeout,
+        }
         if self._ca_bundle:
             options["connection_verify"] = self._ca_bundle
         if self._proxy:

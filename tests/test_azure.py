@@ -447,6 +447,7 @@ def test_mixed_spc_with_sealed_object(azure: AzureEnv, start_daemon: Any, node_k
             "not a Key Vault name",
         ),
         ([{"objectName": "a", "objectType": "secret"}], {"cloudName": "Mars"}, "cloudName"),
+        ([{"objectName": "a", "objectType": "secret"}], {"cloudEnvFileName": "/etc/az.json"}, "custom cloud"),
         ([{"objectName": "a", "objectType": "secret"}], {"tenantId": ""}, "tenantId"),
     ],
 )
@@ -507,3 +508,19 @@ def test_no_secret_in_logs_or_errors(azure: AzureEnv, start_daemon: Any) -> None
     forbidden = [secret_value, SP_SECRET, pod.tokens[AUDIENCE], *fake.access_tokens]
     for value in forbidden:
         assert value not in text
+
+
+def test_client_cache_honours_pod_token_expiry(azure: AzureEnv, start_daemon: Any) -> None:
+    """A pod token about to expire is not trusted to refresh a cached client: a new exchange."""
+    vault = azure.vault()
+    azure.fake.add_secret(vault, "s", "v")
+    d = start_daemon(backends={"azure": azure.settings()})
+    params = spc(vault, [{"objectName": "s", "objectType": "secret"}])
+    short = Pod(tokens={AUDIENCE: pod_token(azure.cluster_key, ISSUER, AUDIENCE, lifetime=30)})
+    for _ in range(2):
+        d.client.mount(mount_request("ttl", params, short))
+    assert azure.fake.token_requests == 2
+    long_lived = azure.pod()
+    for _ in range(2):
+        d.client.mount(mount_request("ttl", params, long_lived))
+    assert azure.fake.token_requests == 3
