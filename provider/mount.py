@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from provider.attest import Attestor
 from provider.errors import (
@@ -46,6 +47,35 @@ class MountResult:
     fetched: list[Fetched] = field(default_factory=list)
 
 
+class AuditHook(Protocol):
+    """Told of every released and every refused Mount (see :mod:`provider.attest.audit`)."""
+
+    def released(
+        self,
+        request_id: str,
+        ctx: MountContext,
+        identity: PodIdentity,
+        fetched: Sequence[Fetched],
+        versions: Sequence[tuple[str, str]],
+    ) -> None: ...
+
+    def refused(
+        self,
+        request_id: str,
+        ctx: MountContext | None,
+        objects: Sequence[SecretObject],
+        error: BaseException,
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What a Mount had established when it failed, for the audit record."""
+
+    ctx: MountContext | None = None
+    objects: Sequence[SecretObject] = ()
+
+
 class Mounter:
     """Runs Mounts against a registry of backends; safe for concurrent use."""
 
@@ -57,19 +87,44 @@ class Mounter:
         *,
         timeout: float = 25.0,
         write_files: bool = False,
+        audit: AuditHook | None = None,
     ) -> None:
         self.registry = registry
         self.attestor = attestor
         self.versioner = versioner
         self.timeout = timeout
         self.write_files = write_files
+        self.audit = audit
 
-    async def mount(self, request: MountInput) -> MountResult:
+    async def mount(self, request: MountInput, request_id: str = "") -> MountResult:
+        """Run one Mount; every outcome is reported to the audit hook, if any."""
+        seen = _Seen()
+        try:
+            result = await self._mount(request, seen)
+        except Exception as exc:
+            if self.audit is not None:
+                self.audit.refused(request_id, seen.ctx, seen.objects, exc)
+            raise
+        if self.audit is not None and seen.ctx is not None:
+            self.audit.released(request_id, seen.ctx, result.identity, result.fetched, result.versions)
+        return result
+
+    async def close(self) -> None:
+        """Release the backends' and the attestor's clients."""
+        await self.registry.close()
+        aclose = getattr(self.attestor, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        close = getattr(self.audit, "close", None)
+        if close is not None:
+            close()
+
+    async def _mount(self, request: MountInput, seen: _Seen) -> MountResult:
         deadline = time.monotonic() + self.timeout
         try:
             async with asyncio.timeout(self.timeout):
-                ctx = parse(request)
-                objects = parse_objects(ctx.parameters, self.registry)
+                ctx = seen.ctx = parse(request)
+                objects = seen.objects = parse_objects(ctx.parameters, self.registry)
                 identity = await self.attestor.attest(ctx, objects)
                 fetched = await self._fetch(ctx, identity, objects, deadline)
         except TimeoutError:
