@@ -37,7 +37,7 @@ __all__ = [
     "unsigned_token",
 ]
 
-API_TOKEN = "daemon-sa-token-for-tests"  # noqa: S105 - the fake API server's expected bearer token
+API_TOKEN = "daemon-sa-token-for-tests"
 AUDIENCE = "keygate"
 NODE = "node-a"
 

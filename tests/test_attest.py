@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from provider.driver_client import Pod, mount_request
+from provider.driver_client import mount_request
 from tests.kubeapi import (
     AUDIENCE,
     DevCluster,
@@ -34,7 +34,9 @@ DENIED = grpc.StatusCode.PERMISSION_DENIED
 UNAVAILABLE = grpc.StatusCode.UNAVAILABLE
 
 
-def spc(node_key: Any, namespace: str = "default", names: tuple[str, ...] = ("db-password",)) -> dict[str, str]:
+def spc(
+    node_key: Any, namespace: str = "default", names: tuple[str, ...] = ("db-password",)
+) -> dict[str, str]:
     items = [f"- objectName: {n}\n  sealed: {node_key.seal(SECRET, namespace, n)}" for n in names]
     return {"objects": "\n".join(items)}
 
@@ -51,7 +53,9 @@ def refused(d: Any, request: Any, code: grpc.StatusCode, *fragments: str) -> str
 
 
 def mount(d: Any, node_key: Any, pod: PodSpec, token: str | None, **kw: Any) -> Any:
-    return d.client.mount(mount_request("app-secrets", spc(node_key, pod.namespace, **kw), driver_pod(pod, token)))
+    return d.client.mount(
+        mount_request("app-secrets", spc(node_key, pod.namespace, **kw), driver_pod(pod, token))
+    )
 
 
 def request_for(node_key: Any, pod: PodSpec, token: str | None) -> Any:
@@ -101,7 +105,9 @@ def test_unknown_kid_refresh_is_rate_limited(attest_daemon, kube: DevCluster, no
     assert mount(d, node_key, pod, kube.mint(pod)).files
     stranger = SigningKey.generate("rsa")
     for _ in range(5):
-        refused(d, request_for(node_key, pod, kube.mint(pod, key=stranger)), UNAUTH, "not among the issuer's keys")
+        refused(
+            d, request_for(node_key, pod, kube.mint(pod, key=stranger)), UNAUTH, "not among the issuer's keys"
+        )
     assert kube.hits["jwks"] == 1
 
 
@@ -176,16 +182,36 @@ def _k8s(cluster: DevCluster, spec: PodSpec, /, **changes: Any) -> dict[str, Any
 NOW = int(time.time())
 
 TOKEN_CASES: list[tuple[str, Any, tuple[str, ...]]] = [
-    ("expired", lambda k, p: k.sign(_claims(k, p, exp=NOW - 600, iat=NOW - 4200, nbf=NOW - 4200)), ("has expired",)),
+    (
+        "expired",
+        lambda k, p: k.sign(_claims(k, p, exp=NOW - 600, iat=NOW - 4200, nbf=NOW - 4200)),
+        ("has expired",),
+    ),
     ("not_yet_valid", lambda k, p: k.sign(_claims(k, p, nbf=NOW + 900, iat=NOW)), ("not valid yet",)),
     ("issued_in_future", lambda k, p: k.sign(_claims(k, p, iat=NOW + 900, nbf=None)), ("not valid yet",)),
-    ("wrong_issuer", lambda k, p: k.sign(_claims(k, p, iss="https://evil.example")), ("issued by 'https://evil.example'",)),
-    ("wrong_audience", lambda k, p: k.sign(_claims(k, p, aud=["vault"])), ("audience(s) ['vault'], not 'keygate'",)),
+    (
+        "wrong_issuer",
+        lambda k, p: k.sign(_claims(k, p, iss="https://evil.example")),
+        ("issued by 'https://evil.example'",),
+    ),
+    (
+        "wrong_audience",
+        lambda k, p: k.sign(_claims(k, p, aud=["vault"])),
+        ("audience(s) ['vault'], not 'keygate'",),
+    ),
     ("no_audience", lambda k, p: k.sign(_claims(k, p, aud=None)), ("has no audience",)),
     ("empty_audience", lambda k, p: k.sign(_claims(k, p, aud=[])), ("has no audience",)),
     ("alg_none", lambda k, p: unsigned_token(_claims(k, p), k.keys[0].kid), ("algorithm 'none'",)),
-    ("hs256_public_key", lambda k, p: hs256_with_public_key(_claims(k, p), k.keys[0]), ("algorithm 'HS256'",)),
-    ("unknown_kid", lambda k, p: k.sign(_claims(k, p), SigningKey.generate("rsa")), ("not among the issuer's keys",)),
+    (
+        "hs256_public_key",
+        lambda k, p: hs256_with_public_key(_claims(k, p), k.keys[0]),
+        ("algorithm 'HS256'",),
+    ),
+    (
+        "unknown_kid",
+        lambda k, p: k.sign(_claims(k, p), SigningKey.generate("rsa")),
+        ("not among the issuer's keys",),
+    ),
     (
         "attacker_key_claims_known_kid",
         lambda k, p: jwt_with_kid(SigningKey.generate("rsa"), k.keys[0].kid, _claims(k, p)),
@@ -196,23 +222,43 @@ TOKEN_CASES: list[tuple[str, Any, tuple[str, ...]]] = [
     ("two_parts_only", lambda k, p: k.mint(p).rsplit(".", 1)[0], ("malformed",)),
     ("not_a_jwt", lambda k, p: "bm90.YS1qd3Q.c2ln", ("malformed",)),
     ("alg_kty_mismatch", lambda k, p: es256_header_on_rsa_kid(k, p), ("not among the issuer's keys",)),
-    ("other_pod_uid", lambda k, p: k.sign(_k8s(k, p, pod={"name": p.name, "uid": "ffffffff-0000"})), ("pod UID 'ffffffff-0000'",)),
-    ("other_pod_name", lambda k, p: k.sign(_k8s(k, p, pod={"name": "intruder-0", "uid": p.uid})), ("belongs to pod 'intruder-0'",)),
+    (
+        "other_pod_uid",
+        lambda k, p: k.sign(_k8s(k, p, pod={"name": p.name, "uid": "ffffffff-0000"})),
+        ("pod UID 'ffffffff-0000'",),
+    ),
+    (
+        "other_pod_name",
+        lambda k, p: k.sign(_k8s(k, p, pod={"name": "intruder-0", "uid": p.uid})),
+        ("belongs to pod 'intruder-0'",),
+    ),
     (
         "other_namespace",
-        lambda k, p: k.sign(_k8s(k, p, namespace="kube-system") | {"sub": f"system:serviceaccount:kube-system:{p.service_account}"}),
+        lambda k, p: k.sign(
+            _k8s(k, p, namespace="kube-system")
+            | {"sub": f"system:serviceaccount:kube-system:{p.service_account}"}
+        ),
         ("namespace 'kube-system'",),
     ),
     (
         "other_service_account",
         lambda k, p: k.sign(
-            _k8s(k, p, serviceaccount={"name": "admin", "uid": "x"}) | {"sub": f"system:serviceaccount:{p.namespace}:admin"}
+            _k8s(k, p, serviceaccount={"name": "admin", "uid": "x"})
+            | {"sub": f"system:serviceaccount:{p.namespace}:admin"}
         ),
         ("service account 'admin'",),
     ),
-    ("missing_kubernetes_io", lambda k, p: k.sign(_claims(k, p, **{"kubernetes.io": None})), ("lacks the 'kubernetes.io' claims",)),
+    (
+        "missing_kubernetes_io",
+        lambda k, p: k.sign(_claims(k, p, **{"kubernetes.io": None})),
+        ("lacks the 'kubernetes.io' claims",),
+    ),
     ("not_pod_bound", lambda k, p: k.sign(_k8s(k, p, pod=None)), ("not bound to a pod",)),
-    ("sub_mismatch", lambda k, p: k.sign(_claims(k, p, sub="system:serviceaccount:default:other")), ("subject does not match",)),
+    (
+        "sub_mismatch",
+        lambda k, p: k.sign(_claims(k, p, sub="system:serviceaccount:default:other")),
+        ("subject does not match",),
+    ),
     ("missing_exp", lambda k, p: k.sign(_claims(k, p, exp=None)), ("required claim 'exp'",)),
     ("other_node", lambda k, p: k.sign(_k8s(k, p, node={"name": "node-z", "uid": "u"})), ("node 'node-z'",)),
     ("duplicate_claims", lambda k, p: duplicate_member_token(k, p), ("duplicate member 'kubernetes.io'",)),
@@ -321,8 +367,16 @@ def test_token_review_token_of_another_pod(attest_daemon, kube: DevCluster, node
 
 
 IMAGE_CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
-    ("tag_only", {"images": {"app": "nginx:1.27"}}, ("container `app` image `nginx:1.27` is not pinned by digest",)),
-    ("no_tag_no_digest", {"images": {"app": "ghcr.io/acme/app"}}, ("container `app` image `ghcr.io/acme/app` is not pinned",)),
+    (
+        "tag_only",
+        {"images": {"app": "nginx:1.27"}},
+        ("container `app` image `nginx:1.27` is not pinned by digest",),
+    ),
+    (
+        "no_tag_no_digest",
+        {"images": {"app": "ghcr.io/acme/app"}},
+        ("container `app` image `ghcr.io/acme/app` is not pinned",),
+    ),
     (
         "unpinned_init_container",
         {"init_images": {"migrate": "ghcr.io/acme/migrate:v2"}},
@@ -334,7 +388,11 @@ IMAGE_CASES: list[tuple[str, dict[str, Any], tuple[str, ...]]] = [
         ("ephemeralContainer `debugger` image `busybox:latest` is not pinned by digest",),
     ),
     ("malformed_digest", {"images": {"app": "ghcr.io/acme/app@sha256:abc"}}, ("malformed digest",)),
-    ("second_container_unpinned", {"images": {"app": pinned("ghcr.io/acme/app"), "proxy": "envoy:v1"}}, ("container `proxy`",)),
+    (
+        "second_container_unpinned",
+        {"images": {"app": pinned("ghcr.io/acme/app"), "proxy": "envoy:v1"}},
+        ("container `proxy`",),
+    ),
 ]
 
 
@@ -349,7 +407,9 @@ def test_pod_uid_mismatch_with_api(attest_daemon, kube: DevCluster, node_key):
     d = attest_daemon()
     make_pod(kube, uid="99999999-aaaa-bbbb-cccc-dddddddddddd")
     claimed = make_pod(kube, register=False)
-    refused(d, request_for(node_key, claimed, kube.mint(claimed)), DENIED, "has UID '99999999-", "was replaced")
+    refused(
+        d, request_for(node_key, claimed, kube.mint(claimed)), DENIED, "has UID '99999999-", "was replaced"
+    )
 
 
 def test_pod_not_found(attest_daemon, kube: DevCluster, node_key):
@@ -362,7 +422,9 @@ def test_pod_service_account_differs_in_api(attest_daemon, kube: DevCluster, nod
     d = attest_daemon()
     make_pod(kube, service_account="builder")
     claimed = make_pod(kube, register=False)
-    refused(d, request_for(node_key, claimed, kube.mint(claimed)), DENIED, "runs as service account 'builder'")
+    refused(
+        d, request_for(node_key, claimed, kube.mint(claimed)), DENIED, "runs as service account 'builder'"
+    )
 
 
 def test_pod_on_another_node(attest_daemon, kube: DevCluster, node_key):
@@ -383,7 +445,12 @@ def test_api_rejects_daemon_credentials(attest_daemon, kube: DevCluster, node_ke
     wrong.write_text("not-the-daemon-token")
     d = attest_daemon(kube_token_file=str(wrong))
     pod = make_pod(kube)
-    refused(d, request_for(node_key, pod, kube.mint(pod)), UNAVAILABLE, "may not read pod default/app-0 (HTTP 401)")
+    refused(
+        d,
+        request_for(node_key, pod, kube.mint(pod)),
+        UNAVAILABLE,
+        "may not read pod default/app-0 (HTTP 401)",
+    )
 
 
 def test_api_with_untrusted_certificate_fails_closed(attest_daemon, kube: DevCluster, node_key, short_tmp):
