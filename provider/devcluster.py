@@ -19,6 +19,7 @@ import hashlib
 import ipaddress
 import json
 import re
+import socket
 import ssl
 import threading
 import time
@@ -322,6 +323,10 @@ class DevCluster:
 class _Handler(BaseHTTPRequestHandler):
     cluster: DevCluster
     protocol_version = "HTTP/1.1"
+
+    def setup(self) -> None:
+        super().setup()
+        self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
     def log_message(self, format: str, *args: Any) -> None:
         return

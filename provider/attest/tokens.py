@@ -286,16 +286,25 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def _check_segments(token: str) -> None:
-    """Reject a header or payload with duplicate members: parsers disagree on which one wins."""
+def _segments(token: str) -> dict[str, Any]:
+    """The JOSE header, after checking header and payload for duplicate members.
+
+    Duplicates are refused because parsers disagree on which one wins. The header is read here
+    only to pick the key; PyJWT then verifies the whole token (including that ``alg`` is the one
+    we chose the key for).
+    """
+    parsed: list[Any] = []
     for segment in token.split(".")[:2]:
         try:
             raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-            json.loads(raw, object_pairs_hook=_no_duplicates)
-        except ValueError as exc:
-            raise _reject(f"is malformed ({exc})") from None
+            parsed.append(json.loads(raw, object_pairs_hook=_no_duplicates))
         except binascii.Error:
-            raise _reject("is malformed (bad base64url)") from None
+            raise _reject("is malformed (bad base64url; truncated or not a JWT)") from None
+        except ValueError as exc:
+            raise _reject(f"is malformed ({exc}; truncated or not a JWT)") from None
+    if not isinstance(parsed[0], dict) or not isinstance(parsed[1], dict):
+        raise _reject("is malformed (header and payload must be JSON objects)")
+    return parsed[0]
 
 
 class TokenVerifier:
@@ -331,11 +340,7 @@ class TokenVerifier:
         assert self.keys is not None
         if token.count(".") != 2:
             raise _reject("is malformed (a JWS has three dot-separated parts; truncated?)")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError:
-            raise _reject("is malformed (unreadable JOSE header; truncated or not a JWT)") from None
-        _check_segments(token)
+        header = _segments(token)
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
             raise _reject(
