@@ -44,10 +44,14 @@ def build_attestor(config: Config) -> Attestor:
         if config.jwks_file or config.issuer_key_file:
             keys = StaticKeys(config.issuer_key_file, config.jwks_file)
         elif config.issuer or config.jwks_url:
-            api_url = kube.server if kube is not None else config.kube_api_url
+            http = (
+                HTTPSettings(ca_file=kube.ca_file, api_url=kube.server, token_file=kube.token_file)
+                if kube is not None
+                else HTTPSettings(config.kube_ca, config.kube_api_url, config.kube_token_file)
+            )
             keys = OIDCKeys(
                 config.issuer,
-                HTTPSettings(ca_file=config.kube_ca, api_url=api_url, token_file=config.kube_token_file),
+                http,
                 jwks_url=config.jwks_url,
                 min_refresh=config.jwks_min_refresh,
             )

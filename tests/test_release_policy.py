@@ -215,3 +215,10 @@ def test_unpinned_image_denied_by_default_policy_grpc_code(attest_daemon, kube, 
         "[PermissionDenied] container `app` image `nginx:1.27` is not pinned by digest; use "
         "`docker.io/library/nginx@sha256:<digest>` (pod default/app-0)"
     )
+
+
+def test_no_in_cluster_config_refuses_to_start(short_tmp, monkeypatch):
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    config = Config(socket=str(short_tmp / "x.sock"), issuer="https://issuer.example")
+    with pytest.raises(KeygateError, match="no in-cluster Kubernetes configuration"):
+        build_mounter(config)

@@ -77,6 +77,17 @@ class KubeAPI:
     def server(self) -> str:
         return str(self._config.cluster.server)
 
+    @property
+    def ca_file(self) -> str:
+        """The cluster CA in use (in-cluster: the service account's ca.crt)."""
+        return str(self._config.cluster.certificate_auth or "")
+
+    @property
+    def token_file(self) -> str:
+        """The daemon's own token file in use (in-cluster: the service account's token)."""
+        user = self._config.user
+        return str(user.token_file or "") if user is not None else ""
+
     def _api(self) -> AsyncClient:
         if self._client is None:
             import httpx2

@@ -15,7 +15,7 @@ from __future__ import annotations
 import fnmatch
 import logging
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -244,7 +244,3 @@ class PolicyStore:
             self.reloads += 1
             log.info("release policy reloaded", extra={"path": self.path, "rules": len(self.policy.rules)})
         return self.policy
-
-
-def describe(policy: Policy) -> Mapping[str, Any]:
-    return {"source": policy.source, "rules": [r.name for r in policy.rules], "default": policy.default}

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import datetime as dt
+import hashlib
 import json
 import logging
 import os
@@ -95,11 +95,10 @@ def _keys_from_jwks(data: Any, source: str) -> dict[str, tuple[str, Any, str | N
 
 
 def _kid_for_pem(public_key: Any) -> str:
+    """The key id the API server gives its key: base64url(SHA-256(DER SubjectPublicKeyInfo))."""
     from cryptography.hazmat.primitives import serialization
 
     der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    import hashlib
-
     return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
 
 
@@ -480,9 +479,3 @@ class TokenVerifier:
     async def aclose(self) -> None:
         if self.keys is not None:
             await self.keys.aclose()
-
-
-def expiry_text(expires: float | None) -> str:
-    if expires is None:
-        return ""
-    return dt.datetime.fromtimestamp(expires, dt.UTC).isoformat().replace("+00:00", "Z")
