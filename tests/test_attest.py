@@ -5,12 +5,14 @@ Every negative case asserts the gRPC status *and* the reason a user would act on
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import time
 from typing import Any
 
 import grpc
+import jwt
 import pytest
 
 from provider.driver_client import mount_request
@@ -266,32 +268,21 @@ TOKEN_CASES: list[tuple[str, Any, tuple[str, ...]]] = [
 
 
 def jwt_with_kid(key: SigningKey, kid: str, claims: dict[str, Any]) -> str:
-    return SigningKeyWithKid(key, kid).sign(claims)
-
-
-class SigningKeyWithKid:
-    def __init__(self, key: SigningKey, kid: str) -> None:
-        self.key, self.kid = key, kid
-
-    def sign(self, claims: dict[str, Any]) -> str:
-        import jwt
-
-        return jwt.encode(claims, self.key.private, algorithm=self.key.alg, headers={"kid": self.kid})
+    """Signed by ``key`` but claiming another key's id (an attacker key posing as the issuer's)."""
+    return jwt.encode(claims, key.private, algorithm=key.alg, headers={"kid": kid})
 
 
 def tamper(token: str) -> str:
+    """Change one claim and re-encode the payload, keeping the original signature."""
     header, payload, sig = token.split(".")
-    import base64
-
     data = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    data["kubernetes.io"]["namespace"] = data["kubernetes.io"]["namespace"]  # same content, re-encoded
-    data["exp"] = data["exp"] + 1
+    data["exp"] += 1
     return f"{header}.{b64url(json.dumps(data).encode())}.{sig}"
 
 
 def es256_header_on_rsa_kid(kube: DevCluster, pod: PodSpec) -> str:
     ec_key = SigningKey.generate("ec")
-    return SigningKeyWithKid(ec_key, kube.keys[0].kid).sign(_claims(kube, pod))
+    return jwt_with_kid(ec_key, kube.keys[0].kid, _claims(kube, pod))
 
 
 def duplicate_member_token(kube: DevCluster, pod: PodSpec) -> str:
@@ -483,3 +474,16 @@ def test_insecure_skip_image_check_is_explicit(attest_daemon, kube: DevCluster, 
     assert mount(d, node_key, pod, kube.mint(pod)).files
     assert kube.hits["pod"] == 0
     assert "INSECURE" in d.log_text()
+
+
+def test_expired_key_cache_survives_issuer_outage(attest_daemon, kube: DevCluster, node_key, monkeypatch):
+    from provider.attest import tokens
+
+    d = attest_daemon(insecure_skip_image_check=True)
+    pod = make_pod(kube)
+    token = kube.mint(pod)
+    assert mount(d, node_key, pod, token).files
+    monkeypatch.setattr(tokens, "JWKS_TTL", 0.0)
+    kube.stop()
+    assert mount(d, node_key, pod, token).files
+    assert "issuer key refresh failed; using cached keys" in d.log_text()

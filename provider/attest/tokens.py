@@ -258,8 +258,18 @@ class OIDCKeys:
         now = time.monotonic()
         if not self.keys or now - self.fetched_at > JWKS_TTL:
             async with self._lock:
-                if not self.keys or time.monotonic() - self.fetched_at > JWKS_TTL:
+                if not self.keys:
                     await self.refresh()
+                elif time.monotonic() - self.fetched_at > JWKS_TTL:
+                    try:
+                        await self.refresh()
+                    except BackendUnavailable as exc:
+                        # Keys a day old are still the cluster's keys; an issuer blip must not
+                        # stop every mount. Retry after min_refresh.
+                        self.fetched_at = time.monotonic() - JWKS_TTL + max(self.min_refresh, 1.0)
+                        log.warning(
+                            "issuer key refresh failed; using cached keys", extra={"error": exc.message}
+                        )
         found = _select(self.keys, kid, alg)
         if found or kid is None:
             return found
