@@ -2,25 +2,101 @@
 
 from __future__ import annotations
 
+import logging
+
 from provider.attest import Attestor, InsecureTrustAttributes
 from provider.config import Config
+from provider.errors import KeygateError
 from provider.mount import Mounter
 from provider.versions import Versioner
 from providers.registry import Registry
 
+log = logging.getLogger("keygate")
+
+
+def build_attestor(config: Config) -> Attestor:
+    """The pod attestor the config describes; refuses to start on a config that cannot verify."""
+    if config.insecure_skip_attestation:
+        log.warning(
+            "INSECURE: attestation is off (insecure_skip_attestation); any pod on this node "
+            "can receive any secret its SPC names"
+        )
+        return InsecureTrustAttributes()
+    from provider.attest.attestor import PodAttestor
+    from provider.attest.kube import KubeAPI
+    from provider.attest.policy import PolicyStore
+    from provider.attest.tokens import HTTPSettings, KeySource, OIDCKeys, StaticKeys, TokenVerifier
+
+    policy = PolicyStore(config.release_policy)
+    need_kube = config.token_review or not config.insecure_skip_image_check
+    kube = (
+        KubeAPI(
+            config.kube_api_url,
+            config.kube_ca,
+            config.kube_token_file,
+            timeout=min(5.0, config.mount_timeout),
+        )
+        if need_kube
+        else None
+    )
+    keys: KeySource | None = None
+    if not config.token_review:
+        if config.jwks_file or config.issuer_key_file:
+            keys = StaticKeys(config.issuer_key_file, config.jwks_file)
+        elif config.issuer or config.jwks_url:
+            http = (
+                HTTPSettings(ca_file=kube.ca_file, api_url=kube.server, token_file=kube.token_file)
+                if kube is not None
+                else HTTPSettings(config.kube_ca, config.kube_api_url, config.kube_token_file)
+            )
+            keys = OIDCKeys(
+                config.issuer,
+                http,
+                jwks_url=config.jwks_url,
+                min_refresh=config.jwks_min_refresh,
+            )
+        else:
+            raise KeygateError(
+                "attestation needs the service-account issuer: set issuer (kube-apiserver "
+                "--service-account-issuer), or issuer_key_file/jwks_file, or token_review; "
+                "insecure_skip_attestation turns attestation off (development only)"
+            )
+        if not config.issuer:
+            raise KeygateError(
+                "issuer is required with jwks_url, jwks_file or issuer_key_file (tokens' iss claim)"
+            )
+    else:
+        assert kube is not None
+    verifier = TokenVerifier(
+        audience=config.token_audience,
+        issuer=config.issuer,
+        keys=keys,
+        kube=kube if config.token_review else None,
+        clock_skew=config.clock_skew,
+        node_name=config.node_name,
+    )
+    if config.insecure_skip_image_check:
+        log.warning("INSECURE: the Pod is not read from the API; image digests are not checked")
+    return PodAttestor(
+        verifier, policy, None if config.insecure_skip_image_check else kube, node_name=config.node_name
+    )
+
 
 def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
-    """Construct everything a Mount needs; fails fast (at start-up) on unreadable keys."""
+    """Construct everything a Mount needs; fails fast (at start-up) on unreadable keys or policy."""
     registry = Registry(config.backend_settings())
     if config.backend_settings()["sealed"]["keys"]:
         registry.get("sealed")
     versioner = (
         Versioner.from_file(config.version_key_file) if config.version_key_file else Versioner.random()
     )
+    from provider.attest.audit import AuditLog
+
     return Mounter(
         registry,
-        attestor or InsecureTrustAttributes(),
+        attestor or build_attestor(config),
         versioner,
         timeout=config.mount_timeout,
         write_files=config.write_files,
+        audit=AuditLog(config.audit_sink, config.node_name),
     )

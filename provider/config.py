@@ -70,6 +70,65 @@ OPTIONS: tuple[Option, ...] = (
     Option("grace_period", 30.0, "Seconds to finish in-flight mounts after SIGTERM.", "float"),
     Option("log_level", "info", "debug, info, warning or error."),
     Option("log_format", "json", "json (one object per line) or text."),
+    Option(
+        "insecure_skip_attestation",
+        False,
+        "INSECURE: trust the kubelet's pod attributes without verifying any token, image or "
+        "release policy (local development only).",
+        "bool",
+    ),
+    Option(
+        "token_audience", "keygate", "Audience of the pod token keygate verifies (CSIDriver tokenRequests)."
+    ),
+    Option(
+        "issuer",
+        "",
+        "The cluster's service-account issuer (kube-apiserver --service-account-issuer); "
+        "its OIDC discovery gives the token keys unless key files are set.",
+    ),
+    Option("jwks_url", "", "Fetch the issuer keys from this JWKS URL instead of OIDC discovery."),
+    Option("jwks_file", [], "Static JWKS file(s) with the issuer's public keys; repeat for several.", "list"),
+    Option(
+        "issuer_key_file",
+        [],
+        "Static PEM public key file(s) of the service-account issuer (sa.pub); repeat for several.",
+        "list",
+    ),
+    Option(
+        "jwks_min_refresh",
+        10.0,
+        "Minimum seconds between key refreshes triggered by an unknown key id.",
+        "float",
+    ),
+    Option(
+        "token_review",
+        False,
+        "Verify tokens with the API server's TokenReview instead of local keys "
+        "(for clusters whose issuer is not reachable).",
+        "bool",
+    ),
+    Option("clock_skew", 30.0, "Seconds of clock skew tolerated on exp, nbf and iat.", "float"),
+    Option(
+        "kube_api_url",
+        "",
+        "Kubernetes API URL for Pod GET and TokenReview. Default: in-cluster configuration.",
+    ),
+    Option("kube_ca", "", "CA bundle for kube_api_url (and for the issuer's HTTPS)."),
+    Option("kube_token_file", "", "Bearer token file keygate uses against kube_api_url."),
+    Option(
+        "insecure_skip_image_check",
+        False,
+        "INSECURE: do not read the Pod from the API (no pod UID, service account and image digest checks).",
+        "bool",
+    ),
+    Option(
+        "release_policy",
+        "",
+        "Release policy YAML file (a mounted ConfigMap), reloaded on change. Default: "
+        "digest pinning required, the SPC decides the rest.",
+    ),
+    Option("audit_sink", "stdout", "Where audit records go: stdout, stderr, or a file path (appended)."),
+    Option("node_name", "", "This node's name (downward API spec.nodeName); recorded in audit and checked."),
 )
 
 
@@ -85,6 +144,22 @@ class Config:
     grace_period: float = 30.0
     log_level: str = "info"
     log_format: str = "json"
+    insecure_skip_attestation: bool = False
+    token_audience: str = "keygate"  # noqa: S105 - an audience name, not a secret
+    issuer: str = ""
+    jwks_url: str = ""
+    jwks_file: tuple[str, ...] = ()
+    issuer_key_file: tuple[str, ...] = ()
+    jwks_min_refresh: float = 10.0
+    token_review: bool = False
+    clock_skew: float = 30.0
+    kube_api_url: str = ""
+    kube_ca: str = ""
+    kube_token_file: str = ""
+    insecure_skip_image_check: bool = False
+    release_policy: str = ""
+    audit_sink: str = "stdout"
+    node_name: str = ""
     backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def backend_settings(self) -> dict[str, dict[str, Any]]:

@@ -12,6 +12,7 @@ import time
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from provider.attest import Attestor
 from provider.errors import (
@@ -46,6 +47,35 @@ class MountResult:
     fetched: list[Fetched] = field(default_factory=list)
 
 
+class AuditHook(Protocol):
+    """Told of every released and every refused Mount (see :mod:`provider.attest.audit`)."""
+
+    def released(
+        self,
+        request_id: str,
+        ctx: MountContext,
+        identity: PodIdentity,
+        fetched: Sequence[Fetched],
+        versions: Sequence[tuple[str, str]],
+    ) -> None: ...
+
+    def refused(
+        self,
+        request_id: str,
+        ctx: MountContext | None,
+        objects: Sequence[SecretObject],
+        error: BaseException,
+    ) -> None: ...
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What a Mount had established when it failed, for the audit record."""
+
+    ctx: MountContext | None = None
+    objects: Sequence[SecretObject] = ()
+
+
 class Mounter:
     """Runs Mounts against a registry of backends; safe for concurrent use."""
 
@@ -57,34 +87,57 @@ class Mounter:
         *,
         timeout: float = 25.0,
         write_files: bool = False,
+        audit: AuditHook | None = None,
     ) -> None:
         self.registry = registry
         self.attestor = attestor
         self.versioner = versioner
         self.timeout = timeout
         self.write_files = write_files
+        self.audit = audit
 
-    async def mount(self, request: MountInput) -> MountResult:
-        deadline = time.monotonic() + self.timeout
-        ctx: MountContext | None = None
+    async def mount(self, request: MountInput, request_id: str = "") -> MountResult:
+        """Run one Mount; every outcome is reported to the audit hook, if any."""
+        seen = _Seen()
         try:
-            try:
-                async with asyncio.timeout(self.timeout):
-                    ctx = parse(request)
-                    objects = parse_objects(ctx.parameters, self.registry)
-                    identity = await self.attestor.attest(ctx, objects)
-                    fetched = await self._fetch(ctx, identity, objects, deadline)
-            except TimeoutError:
-                raise DeadlineExceeded(
-                    f"the mount did not finish within {self.timeout:g}s; a backend is slow or unreachable"
-                ) from None
-            files, versions = self._assemble(ctx, objects, fetched)
-            if self.write_files:
-                await asyncio.to_thread(write_atomic, ctx.target_path, files)
-        except KeygateError as exc:
-            if ctx is not None:
-                exc.log_fields.update(pod=f"{ctx.pod.namespace}/{ctx.pod.name}", spc=ctx.spc_name)
+            result = await self._mount(request, seen)
+        except Exception as exc:
+            if isinstance(exc, KeygateError) and seen.ctx is not None:
+                exc.log_fields.update(
+                    pod=f"{seen.ctx.pod.namespace}/{seen.ctx.pod.name}", spc=seen.ctx.spc_name
+                )
+            if self.audit is not None:
+                self.audit.refused(request_id, seen.ctx, seen.objects, exc)
             raise
+        if self.audit is not None and seen.ctx is not None:
+            self.audit.released(request_id, seen.ctx, result.identity, result.fetched, result.versions)
+        return result
+
+    async def close(self) -> None:
+        """Release the backends' and the attestor's clients."""
+        await self.registry.close()
+        aclose = getattr(self.attestor, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        close = getattr(self.audit, "close", None)
+        if close is not None:
+            close()
+
+    async def _mount(self, request: MountInput, seen: _Seen) -> MountResult:
+        deadline = time.monotonic() + self.timeout
+        try:
+            async with asyncio.timeout(self.timeout):
+                ctx = seen.ctx = parse(request)
+                objects = seen.objects = parse_objects(ctx.parameters, self.registry)
+                identity = await self.attestor.attest(ctx, objects)
+                fetched = await self._fetch(ctx, identity, objects, deadline)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"the mount did not finish within {self.timeout:g}s; a backend is slow or unreachable"
+            ) from None
+        files, versions = self._assemble(ctx, objects, fetched)
+        if self.write_files:
+            await asyncio.to_thread(write_atomic, ctx.target_path, files)
         return MountResult(files, versions, identity, ctx.spc_name, objects, fetched)
 
     async def _fetch(

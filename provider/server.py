@@ -78,7 +78,7 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
         fields: dict[str, object] = {"request_id": request_id}
         try:
             mount_input = to_input(request)
-            result = await self.mounter.mount(mount_input)
+            result = await self.mounter.mount(mount_input, request_id)
         except KeygateError as exc:
             fields.update(exc.log_fields)
             return await self._fail(context, exc.code, exc.message, fields, started)
@@ -189,7 +189,7 @@ class Daemon:
         if self.server is not None:
             await self.server.stop(self.grace_period)
             self.server = None
-        await self.mounter.registry.close()
+        await self.mounter.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)
         log.info("stopped", extra={"socket": self.socket_path})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import shutil
 import tempfile
@@ -22,6 +23,8 @@ from provider.driver_client import DriverClient
 from provider.embedded import daemon_thread
 from provider.mount import Mounter
 from providers.sealed_format import generate_key, private_pem, seal
+
+pytest_plugins = ["tests.kubeapi"]
 
 
 @pytest.fixture
@@ -60,16 +63,32 @@ class Running:
     def log_text(self) -> str:
         return self.log.getvalue()
 
+    def audit_text(self) -> str:
+        path = Path(self.config.audit_sink)
+        return path.read_text() if path.is_file() else ""
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.audit_text().splitlines()]
+
 
 @pytest.fixture
 def start_daemon(short_tmp: Path, node_key: NodeKey) -> Iterator[Callable[..., Running]]:
-    """Start a daemon (sealed key loaded) with optional Config overrides and attestor."""
+    """Start a daemon (sealed key loaded) with optional Config overrides and attestor.
+
+    Attestation is off unless a test turns it on (spine tests carry no tokens); audit records
+    go to a file in the test's directory (``Running.audit_records()``).
+    """
     stack = ExitStack()
     counter = [0]
 
     def start(attestor: Attestor | None = None, **overrides: Any) -> Running:
         counter[0] += 1
-        config = Config(socket=str(short_tmp / f"d{counter[0]}.sock"), sealed_key=(str(node_key.path),))
+        config = Config(
+            socket=str(short_tmp / f"d{counter[0]}.sock"),
+            sealed_key=(str(node_key.path),),
+            insecure_skip_attestation=True,
+            audit_sink=str(short_tmp / f"audit{counter[0]}.jsonl"),
+        )
         config = replace(config, **overrides)
         buffer = io.StringIO()
         logs.setup("debug", "json", buffer)

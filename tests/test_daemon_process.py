@@ -40,7 +40,16 @@ def keygate(
 def start_serve(tmp: Path, *extra: str) -> tuple[subprocess.Popen[bytes], str]:
     sock = str(tmp / "keygate.sock")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "provider.cli", "serve", "--socket", sock, *extra],
+        [
+            sys.executable,
+            "-m",
+            "provider.cli",
+            "serve",
+            "--socket",
+            sock,
+            "--insecure-skip-attestation",
+            *extra,
+        ],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -84,7 +93,7 @@ def test_stale_socket_is_replaced_and_live_one_is_not(short_tmp):
     stale.close()
     proc, path = start_serve(short_tmp)
     try:
-        second = keygate("serve", "--socket", path)
+        second = keygate("serve", "--socket", path, "--insecure-skip-attestation")
         assert second.returncode == 2
         assert b"another process is serving" in second.stderr
     finally:
@@ -95,7 +104,7 @@ def test_stale_socket_is_replaced_and_live_one_is_not(short_tmp):
 def test_refuses_to_replace_a_regular_file(short_tmp):
     target = short_tmp / "keygate.sock"
     target.write_text("not a socket")
-    out = keygate("serve", "--socket", str(target))
+    out = keygate("serve", "--socket", str(target), "--insecure-skip-attestation")
     assert out.returncode == 2 and b"is not a socket" in out.stderr
     assert target.read_text() == "not a socket"
 
@@ -233,5 +242,5 @@ def test_demo_runs_and_masks_values():
     out = keygate("demo")
     assert out.returncode == 0, out.stderr
     text = out.stdout.decode()
-    assert "db-password" in text and "masked" in text and "refused: PERMISSION_DENIED" in text
+    assert "db-password" in text and "masked" in text and "DENIED PERMISSION_DENIED" in text
     assert "correct horse" not in text + out.stderr.decode()

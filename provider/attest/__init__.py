@@ -1,7 +1,9 @@
 """Attestation: prove who the pod is before any backend runs.
 
-:class:`Attestor` is what the mount pipeline calls. The only implementation that does not verify
-anything is :class:`InsecureTrustAttributes`, for demos and local development; its name says so.
+:class:`Attestor` is what the mount pipeline calls. The default is
+:class:`provider.attest.attestor.PodAttestor` (token, release policy, Pod and images; built by
+``provider.app.build_attestor``). :class:`InsecureTrustAttributes` verifies nothing; it is used
+only with the explicit ``insecure_skip_attestation`` option, and its name says so.
 """
 
 from __future__ import annotations

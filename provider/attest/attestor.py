@@ -1,0 +1,91 @@
+"""The default :class:`~provider.attest.Attestor`: token, release policy, then the Pod's images.
+
+Order matters for cost and for clarity: the token (local, microseconds with cached keys) proves
+who is asking; the release policy (local) says whether that identity may have these objects;
+only then is the Pod read from the API to check its UID, service account, node and images.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from provider.attest.images import ImageRules, check_images
+from provider.attest.kube import KubeAPI
+from provider.attest.policy import PolicyStore
+from provider.attest.tokens import TokenVerifier
+from provider.errors import PermissionDenied, Unauthenticated
+from provider.request import ATTR_TOKENS, MountContext
+from providers.base import PodIdentity, SecretObject
+
+CSI_DRIVER = "secrets-store.csi.k8s.io"
+
+
+class PodAttestor:
+    """Verifies the pod behind a Mount before any backend runs; fails closed."""
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        policy: PolicyStore,
+        kube: KubeAPI | None,
+        *,
+        node_name: str = "",
+    ) -> None:
+        self.verifier = verifier
+        self.policy = policy
+        self.kube = kube
+        self.node_name = node_name
+
+    @property
+    def audience(self) -> str:
+        return self.verifier.audience
+
+    def _token(self, ctx: MountContext) -> str:
+        hint = (
+            f"add `tokenRequests: [{{audience: {self.audience}}}]` to the CSIDriver `{CSI_DRIVER}` "
+            "(and requiresRepublish: true so tokens are renewed)"
+        )
+        if not ctx.tokens_present:
+            raise Unauthenticated(
+                f"the mount carries no service-account token ({ATTR_TOKENS} is absent); {hint}"
+            )
+        token = ctx.tokens.get(self.audience)
+        if token is None:
+            have = ", ".join(repr(a) for a in sorted(ctx.tokens)) or "none"
+            raise Unauthenticated(
+                f"the mount carries no token for audience {self.audience!r} "
+                f"(audiences present: {have}); {hint}"
+            )
+        return token
+
+    async def attest(self, ctx: MountContext, objects: Sequence[SecretObject]) -> PodIdentity:
+        pod = ctx.pod
+        await self.verifier.verify(self._token(ctx), pod)
+        rule = self.policy.current().rule_for(pod.namespace, pod.service_account)
+        if rule is not None:
+            for obj in objects:
+                rule.check_object(obj, pod.namespace)
+        if self.kube is not None:
+            where = f"pod {pod.namespace}/{pod.name}"
+            info = await self.kube.get_pod(pod.namespace, pod.name)
+            if info.uid != pod.uid:
+                raise PermissionDenied(
+                    f"{where} in the Kubernetes API has UID {info.uid!r}, not the mount's {pod.uid!r} "
+                    "(the pod was replaced; the kubelet will retry with the new pod)"
+                )
+            if info.service_account != pod.service_account:
+                raise PermissionDenied(
+                    f"{where} runs as service account {info.service_account!r} in the API, "
+                    f"not {pod.service_account!r} as the mount claims"
+                )
+            if self.node_name and info.node_name and info.node_name != self.node_name:
+                raise PermissionDenied(f"{where} is scheduled on node {info.node_name!r}, not this node")
+            check_images(info.containers, rule.images if rule is not None else ImageRules(), where)
+        return PodIdentity(
+            namespace=pod.namespace, name=pod.name, uid=pod.uid, service_account=pod.service_account
+        )
+
+    async def aclose(self) -> None:
+        await self.verifier.aclose()
+        if self.kube is not None:
+            await self.kube.aclose()

@@ -1,0 +1,181 @@
+"""The two Kubernetes API calls attestation makes: Pod GET and TokenReview (with lightkube).
+
+By default the daemon uses its own in-cluster service account (token, CA and the
+``KUBERNETES_SERVICE_*`` address); ``kube_api_url`` / ``kube_ca`` / ``kube_token_file`` point it
+elsewhere (tests, out-of-cluster runs). Every failure fails closed with a message naming the API,
+never the token. lightkube is imported here only, so the daemon's import stays light.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from provider.errors import BackendUnavailable, KeygateError, PermissionDenied
+
+if TYPE_CHECKING:
+    from lightkube import AsyncClient
+    from lightkube.config.kubeconfig import SingleConfig
+
+log = logging.getLogger("keygate.attest")
+
+
+@dataclass(frozen=True, slots=True)
+class Container:
+    kind: str  # container | initContainer | ephemeralContainer
+    name: str
+    image: str
+
+
+@dataclass(frozen=True, slots=True)
+class PodInfo:
+    """The parts of a Pod object attestation looks at."""
+
+    namespace: str
+    name: str
+    uid: str
+    service_account: str
+    node_name: str
+    containers: tuple[Container, ...]
+
+
+class KubeAPI:
+    """A lazily created lightkube AsyncClient (it binds to the event loop of its first use)."""
+
+    def __init__(
+        self, api_url: str = "", ca_file: str = "", token_file: str = "", timeout: float = 5.0
+    ) -> None:
+        self.api_url = api_url
+        self.timeout = timeout
+        self._config = self._load_config(api_url, ca_file, token_file)
+        self._client: AsyncClient | None = None
+
+    @staticmethod
+    def _load_config(api_url: str, ca_file: str, token_file: str) -> SingleConfig:
+        from lightkube import ConfigError, KubeConfig
+        from lightkube.config.models import Cluster, User
+
+        if api_url:
+            user = User(token_file=token_file) if token_file else None
+            config = KubeConfig.from_one(
+                cluster=Cluster(server=api_url, certificate_auth=ca_file or None), user=user
+            )
+        else:
+            try:
+                config = KubeConfig.from_service_account()
+            except (ConfigError, KeyError):
+                raise KeygateError(
+                    "no in-cluster Kubernetes configuration (service-account token or "
+                    "KUBERNETES_SERVICE_HOST missing); set kube_api_url, kube_ca and kube_token_file"
+                ) from None
+        single = config.get()
+        assert single is not None
+        return single
+
+    @property
+    def server(self) -> str:
+        return str(self._config.cluster.server)
+
+    @property
+    def ca_file(self) -> str:
+        """The cluster CA in use (in-cluster: the service account's ca.crt)."""
+        return str(self._config.cluster.certificate_auth or "")
+
+    @property
+    def token_file(self) -> str:
+        """The daemon's own token file in use (in-cluster: the service account's token)."""
+        user = self._config.user
+        return str(user.token_file or "") if user is not None else ""
+
+    def _api(self) -> AsyncClient:
+        if self._client is None:
+            import httpx2
+            from lightkube import AsyncClient
+
+            self._client = AsyncClient(self._config, timeout=httpx2.Timeout(self.timeout), trust_env=False)
+        return self._client
+
+    def _unreachable(self, what: str, exc: BaseException) -> BackendUnavailable:
+        return BackendUnavailable(
+            f"cannot {what}: the Kubernetes API at {self.server} is unreachable "
+            f"({type(exc).__name__}); refusing to release secrets (fail closed)"
+        )
+
+    async def get_pod(self, namespace: str, name: str) -> PodInfo:
+        import httpx2
+        from lightkube import ApiError
+        from lightkube.resources.core_v1 import Pod
+
+        try:
+            pod = await self._api().get(Pod, name, namespace=namespace)
+        except ApiError as exc:
+            code = exc.status.code
+            if code == 404:
+                raise PermissionDenied(
+                    f"pod {namespace}/{name} does not exist in the Kubernetes API; refusing to release"
+                ) from None
+            if code in (401, 403):
+                raise BackendUnavailable(
+                    f"keygate may not read pod {namespace}/{name} (HTTP {code}); grant its service "
+                    "account 'get' on pods (see the DaemonSet's ClusterRole)"
+                ) from None
+            raise BackendUnavailable(f"reading pod {namespace}/{name} failed with HTTP {code}") from None
+        except httpx2.HTTPError as exc:
+            raise self._unreachable(f"read pod {namespace}/{name}", exc) from None
+        meta, spec = pod.metadata, pod.spec
+        if meta is None or spec is None:
+            raise PermissionDenied(f"pod {namespace}/{name} has no metadata or spec in the API")
+        containers = [Container("container", c.name, c.image or "") for c in spec.containers]
+        containers += [Container("initContainer", c.name, c.image or "") for c in spec.initContainers or []]
+        containers += [
+            Container("ephemeralContainer", c.name, c.image or "") for c in spec.ephemeralContainers or []
+        ]
+        return PodInfo(
+            namespace=meta.namespace or namespace,
+            name=meta.name or name,
+            uid=meta.uid or "",
+            service_account=spec.serviceAccountName or spec.serviceAccount or "default",
+            node_name=spec.nodeName or "",
+            containers=tuple(containers),
+        )
+
+    async def token_review(self, token: str, audience: str) -> dict[str, Any]:
+        """POST a TokenReview for ``audience``; returns its status as plain data."""
+        import httpx2
+        from lightkube import ApiError
+        from lightkube.models.authentication_v1 import TokenReviewSpec
+        from lightkube.resources.authentication_v1 import TokenReview
+
+        try:
+            review = await self._api().create(
+                TokenReview(spec=TokenReviewSpec(token=token, audiences=[audience]))
+            )
+        except ApiError as exc:
+            raise BackendUnavailable(
+                f"the TokenReview at {self.server} failed with HTTP {exc.status.code}; keygate's service "
+                "account needs 'create' on tokenreviews (system:auth-delegator)"
+            ) from None
+        except httpx2.HTTPError as exc:
+            raise self._unreachable("review the token", exc) from None
+        status = review.status
+        if status is None:
+            return {"authenticated": False, "error": "empty TokenReview status"}
+        user: dict[str, Any] = {}
+        if status.user is not None:
+            user = {
+                "username": status.user.username or "",
+                "uid": status.user.uid or "",
+                "extra": dict(status.user.extra or {}),
+            }
+        return {
+            "authenticated": bool(status.authenticated),
+            "audiences": list(status.audiences or []),
+            "error": status.error or "",
+            "user": user,
+        }
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
