@@ -70,6 +70,13 @@ OPTIONS: tuple[Option, ...] = (
     Option("grace_period", 30.0, "Seconds to finish in-flight mounts after SIGTERM.", "float"),
     Option("log_level", "info", "debug, info, warning or error."),
     Option("log_format", "json", "json (one object per line) or text."),
+    Option(
+        "insecure_allow_vault_skip_tls_verify",
+        False,
+        "INSECURE: honour the SPC parameter vaultSkipTLSVerify (no Vault certificate check, "
+        "so the pod's token can be stolen by anyone on the path). Refused unless set.",
+        "bool",
+    ),
 )
 
 
@@ -85,12 +92,15 @@ class Config:
     grace_period: float = 30.0
     log_level: str = "info"
     log_format: str = "json"
+    insecure_allow_vault_skip_tls_verify: bool = False
     backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def backend_settings(self) -> dict[str, dict[str, Any]]:
         settings = {name: dict(section) for name, section in self.backends.items()}
         sealed = settings.setdefault("sealed", {})
         sealed["keys"] = list(self.sealed_key) + list(sealed.get("keys") or [])
+        vault = settings.setdefault("vault", {})
+        vault["insecure_allow_skip_tls_verify"] = self.insecure_allow_vault_skip_tls_verify
         return settings
 
 
