@@ -12,7 +12,16 @@ import pytest
 
 from provider.config import load
 from provider.driver_client import Pod, mount_request
-from tests.vault_fixtures import AUDIENCE, BaoServer, Vault, free_port, spare_bao, vault  # noqa: F401
+from tests.vault_fixtures import (  # noqa: F401
+    AUDIENCE,
+    BaoServer,
+    TokenReviewServer,
+    Vault,
+    free_port,
+    kube_auth,
+    spare_bao,
+    vault,
+)
 
 SECRET = "s3cr3t-Vault-value-91c7"
 
@@ -427,3 +436,19 @@ def test_no_secret_value_or_token_in_logs(start_daemon, seeded: Vault):
     assert vault_tokens
     for forbidden in (SECRET, "nope", pod.tokens[AUDIENCE], "PRIVATE KEY", *vault_tokens):
         assert forbidden not in text
+
+
+def test_kubernetes_auth_method_with_token_review(start_daemon, seeded: Vault, kube_auth: TokenReviewServer):
+    """The default auth method: OpenBao asks the (local) Kubernetes API to review the pod's token."""
+    d = start_daemon()
+    params = seeded.params("- {objectName: pw, secretPath: secret/data/app/db, secretKey: password}")
+    del params["vaultAuthMethod"]
+    pod = seeded.issuer.pod()
+    before = kube_auth.reviews
+    assert files(do_mount(d, params, pod)) == {"pw": SECRET.encode()}
+    assert files(do_mount(d, params, pod)) == {"pw": SECRET.encode()}
+    assert kube_auth.reviews == before + 1 and backend(d).stats["logins"] == 1
+    legacy = {**params, "vaultKubernetesMountPath": "kubernetes"}
+    assert files(do_mount(d, legacy, pod)) == {"pw": SECRET.encode()}
+    code, details = mount_error(d, params, seeded.issuer.pod(service_account="intruder"))
+    assert code == grpc.StatusCode.UNAUTHENTICATED and "auth/kubernetes" in details

@@ -233,3 +233,141 @@ def spare_bao() -> Iterator[BaoServer]:
         yield server
     finally:
         server.stop()
+
+
+class TokenReviewServer:
+    """A Kubernetes API stand-in serving only ``POST .../tokenreviews`` over HTTPS.
+
+    It verifies each token with the issuer's public key (RS256 only, issuer and audience checked)
+    exactly as the API server would, and answers a real ``TokenReview`` status, so OpenBao's
+    ``kubernetes`` auth method runs its normal code path against it.
+    """
+
+    def __init__(self, issuer: Issuer) -> None:
+        import datetime
+        import ipaddress
+        import ssl
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
+        now = datetime.datetime.now(datetime.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=2))
+            .add_extension(
+                x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False
+            )
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256())
+        )
+        self.dir = tempfile.mkdtemp(prefix="kg-kube-")
+        cert_file, key_file = Path(self.dir) / "tls.crt", Path(self.dir) / "tls.key"
+        self.ca_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+        cert_file.write_text(self.ca_pem)
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        self.reviews = 0
+        outer = self
+        public = issuer.key.public_key()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                import json
+
+                if self.path != "/apis/authentication.k8s.io/v1/tokenreviews":
+                    self.send_error(404)
+                    return
+                review = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                spec = review.get("spec", {})
+                audiences = spec.get("audiences") or [AUDIENCE]
+                outer.reviews += 1
+                status: dict[str, Any]
+                try:
+                    claims = pyjwt.decode(
+                        spec["token"], public, algorithms=["RS256"], audience=audiences, issuer=ISSUER
+                    )
+                    kube = claims["kubernetes.io"]
+                    status = {
+                        "authenticated": True,
+                        "audiences": [a for a in claims["aud"] if a in audiences],
+                        "user": {
+                            "username": claims["sub"],
+                            "uid": kube["serviceaccount"]["uid"],
+                            "groups": [
+                                "system:serviceaccounts",
+                                f"system:serviceaccounts:{kube['namespace']}",
+                            ],
+                            "extra": {
+                                "authentication.kubernetes.io/pod-name": [kube["pod"]["name"]],
+                                "authentication.kubernetes.io/pod-uid": [kube["pod"]["uid"]],
+                            },
+                        },
+                    }
+                except (pyjwt.PyJWTError, KeyError) as exc:
+                    status = {"authenticated": False, "error": type(exc).__name__}
+                body = json.dumps(
+                    {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenReview", "status": status}
+                ).encode()
+                self.send_response(201)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(cert_file, key_file)
+        self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.url = f"https://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def kube_auth(vault: Vault) -> Iterator[TokenReviewServer]:
+    """OpenBao's ``kubernetes`` auth method (mount ``kubernetes``) reviewing tokens at a local API."""
+    api = TokenReviewServer(vault.issuer)
+    try:
+        root = vault.root()
+        root.sys.enable_auth_method("kubernetes", path="kubernetes")
+        root.write(
+            "auth/kubernetes/config",
+            kubernetes_host=api.url,
+            kubernetes_ca_cert=api.ca_pem,
+            disable_local_ca_jwt=True,
+        )
+        root.write(
+            "auth/kubernetes/role/app",
+            bound_service_account_names=["app"],
+            bound_service_account_namespaces=["default"],
+            audience=AUDIENCE,
+            token_policies=["app"],
+            token_ttl="1h",
+        )
+        yield api
+    finally:
+        api.stop()
