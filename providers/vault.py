@@ -314,6 +314,11 @@ class VaultBackend:
                 "secrets-store.csi.k8s.io (or set the SPC parameter 'audience' to one it requests)"
             )
         pod = ctx.pod
+        if params.tls.skip_verify:
+            log.warning(
+                "vault TLS verification disabled by vaultSkipTLSVerify (insecure)",
+                extra={"vault": params.address, "namespace": pod.namespace, "spc": ctx.spc_name},
+            )
         token_key = (
             params.endpoint,
             params.auth_mount,
