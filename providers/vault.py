@@ -216,6 +216,12 @@ class VaultBackend:
         self._leases: dict[tuple[Any, ...], Result] = {}
         self._kv2_prefix: dict[tuple[Any, ...], str | None] = {}
         self.stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+
+    def _count(self, name: str) -> None:
+        """Counters (logins, renewals, reads, ...) for metrics and tests; bumped from worker threads."""
+        with self._stats_lock:
+            self.stats[name] += 1
 
     # --- SPC parsing -------------------------------------------------------------------------
 
@@ -389,7 +395,7 @@ class VaultBackend:
         lease_key = (token_key, read)
         cached = self._leases.get(lease_key)
         if cached is not None and params.dynamic == "reuse" and time.monotonic() < cached.reuse_until:
-            self.stats["lease_reuses"] += 1
+            self._count("lease_reuses")
             return cached
         session = await self._session(params, ctx, jwt, token_key)
         path = await self._kv_path(params, ctx, session, read)
@@ -400,7 +406,7 @@ class VaultBackend:
             if current.token == session.token:
                 self._tokens.invalidate(token_key)
                 current = await self._session(params, ctx, jwt, token_key)
-            self.stats["relogins_after_403"] += 1
+            self._count("relogins_after_403")
             try:
                 result = await self._request_read(params, ctx, current, read, path)
             except _Forbidden:
@@ -524,7 +530,7 @@ class VaultBackend:
             kwargs["json"] = body
         if query:
             kwargs["params"] = list(query)
-        self.stats["requests"] += 1
+        self._count("requests")
         try:
             response = self._adapter(params).request(
                 method, f"/v1/{path}", headers=headers, raise_exception=False, **kwargs
@@ -575,7 +581,7 @@ class VaultBackend:
                 f"({params.auth_method}) as role {params.role!r}: {detail}"
             )
         auth = data["auth"]
-        self.stats["logins"] += 1
+        self._count("logins")
         ttl = float(auth.get("lease_duration") or 0) or TOKEN_CACHE_CAP
         if int(auth.get("num_uses") or 0) > 0:
             ttl = 0.0
@@ -599,7 +605,7 @@ class VaultBackend:
         ttl = float(data["auth"].get("lease_duration") or 0)
         if ttl <= 0:
             return None
-        self.stats["renewals"] += 1
+        self._count("renewals")
         return Session(session.token, bool(data["auth"].get("renewable")), time.monotonic(), ttl)
 
     def _mount_of(self, params: VaultParams, session: Session, path: str) -> tuple[bool, str | None]:
@@ -625,7 +631,7 @@ class VaultBackend:
         status, data = self._send(
             params, read.method, path, what, token=session.token, body=body, query=read.query
         )
-        self.stats["reads"] += 1
+        self._count("reads")
         if status == 403:
             raise _Forbidden(f"403 on {read.label!r}")
         if status == 404:

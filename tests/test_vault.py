@@ -337,6 +337,8 @@ def test_tls_checks(start_daemon, seeded: Vault):
         vaultTLSClientKeyPath=f"{ca_dir}/vault-key.pem",
     )
     assert files(do_mount(d, cert_pair, pod)) == {"pw": SECRET.encode()}
+    code, details = mount_error(d, seeded.params(obj, vaultCACertPath="/nonexistent/ca.pem"), pod)
+    assert code == grpc.StatusCode.UNAVAILABLE and "vaultCACertPath" in details
     code, details = mount_error(d, seeded.params(obj, vaultTLSClientCertPath="/nonexistent.pem"), pod)
     assert code == grpc.StatusCode.INVALID_ARGUMENT and "go together" in details
 
