@@ -129,6 +129,13 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("audit_sink", "stdout", "Where audit records go: stdout, stderr, or a file path (appended)."),
     Option("node_name", "", "This node's name (downward API spec.nodeName); recorded in audit and checked."),
+    Option(
+        "insecure_allow_vault_skip_tls_verify",
+        False,
+        "INSECURE: honour the SPC parameter vaultSkipTLSVerify (no Vault certificate check, "
+        "so the pod's token can be stolen by anyone on the path). Refused unless set.",
+        "bool",
+    ),
 )
 
 
@@ -160,12 +167,15 @@ class Config:
     release_policy: str = ""
     audit_sink: str = "stdout"
     node_name: str = ""
+    insecure_allow_vault_skip_tls_verify: bool = False
     backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def backend_settings(self) -> dict[str, dict[str, Any]]:
         settings = {name: dict(section) for name, section in self.backends.items()}
         sealed = settings.setdefault("sealed", {})
         sealed["keys"] = list(self.sealed_key) + list(sealed.get("keys") or [])
+        vault = settings.setdefault("vault", {})
+        vault["insecure_allow_skip_tls_verify"] = self.insecure_allow_vault_skip_tls_verify
         return settings
 
 
