@@ -83,7 +83,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = config_mod.load(args)
     logs.setup(config.log_level, config.log_format)
     mounter = build_mounter(config)
-    asyncio.run(Daemon(mounter, config.socket, config.grace_period).run_until_signal())
+    daemon = Daemon(mounter, config.socket, config.grace_period, metrics_addr=config.metrics_addr)
+    asyncio.run(daemon.run_until_signal())
     return 0
 
 

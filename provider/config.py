@@ -70,6 +70,11 @@ OPTIONS: tuple[Option, ...] = (
     Option("grace_period", 30.0, "Seconds to finish in-flight mounts after SIGTERM.", "float"),
     Option("log_level", "info", "debug, info, warning or error."),
     Option("log_format", "json", "json (one object per line) or text."),
+    Option(
+        "metrics_addr",
+        ":8098",
+        "host:port for Prometheus /metrics and the /healthz and /readyz probes; empty disables.",
+    ),
 )
 
 
@@ -85,6 +90,7 @@ class Config:
     grace_period: float = 30.0
     log_level: str = "info"
     log_format: str = "json"
+    metrics_addr: str = ":8098"
     backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def backend_settings(self) -> dict[str, dict[str, Any]]:
@@ -167,6 +173,10 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
     config = Config(backends=backends, **values)
     if config.log_format not in ("json", "text"):
         raise KeygateError(f"log_format must be json or text, not {config.log_format!r}")
+    if config.metrics_addr:
+        from provider.health import parse_addr
+
+        parse_addr(config.metrics_addr)
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise KeygateError(f"log_level must be debug, info, warning or error, not {config.log_level!r}")
     return config

@@ -41,7 +41,7 @@ def run_demo(show_values: bool = False) -> int:
                 f"  sealed: {seal(SAMPLES['api-token'], pod.namespace, 'api-token', [key.public_key()])}",
             ]
         )
-        config = Config(socket=str(Path(tmp) / "keygate.sock"), sealed_key=(str(key_path),))
+        config = Config(socket=str(Path(tmp) / "keygate.sock"), sealed_key=(str(key_path),), metrics_addr="")
         print(f"keygate demo: daemon on {config.socket}, node key {key_path}")
         with daemon_thread(config), DriverClient(config.socket) as client:
             version = client.version()

@@ -69,7 +69,9 @@ def start_daemon(short_tmp: Path, node_key: NodeKey) -> Iterator[Callable[..., R
 
     def start(attestor: Attestor | None = None, **overrides: Any) -> Running:
         counter[0] += 1
-        config = Config(socket=str(short_tmp / f"d{counter[0]}.sock"), sealed_key=(str(node_key.path),))
+        config = Config(
+            socket=str(short_tmp / f"d{counter[0]}.sock"), sealed_key=(str(node_key.path),), metrics_addr=""
+        )
         config = replace(config, **overrides)
         buffer = io.StringIO()
         logs.setup("debug", "json", buffer)
