@@ -114,7 +114,9 @@ class OpsServer:
         except OSError as exc:
             raise KeygateError(f"cannot listen for metrics on {addr}: {exc.strerror}") from None
         self.httpd.owner = self
-        self.thread = threading.Thread(target=self.httpd.serve_forever, name="keygate-ops", daemon=True)
+        self.thread = threading.Thread(
+            target=self.httpd.serve_forever, args=(0.05,), name="keygate-ops", daemon=True
+        )
 
     @property
     def address(self) -> tuple[str, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -136,14 +137,22 @@ def test_record_hooks_for_attestation_and_caches_are_bounded():
     assert value(after, "keygate_cache_misses_total", backend="vault", cache="token") >= 1
     text = _scrape_registry()
     assert "web-1" not in text and "web-2" not in text
-    for i in range(metrics.MAX_LABEL_VALUES + 5):
-        metrics.record_denial(f"reason_{i}")
-    reasons = {
-        dict(labels)["reason"]
-        for (name, labels) in samples(_scrape_registry())
-        if name == "keygate_attestation_denials_total"
-    }
-    assert len(reasons) <= metrics.MAX_LABEL_VALUES + 1
+    saved = set(metrics._seen.get("reason", set()))
+    try:
+        for i in range(metrics.MAX_LABEL_VALUES + 5):
+            metrics.record_denial(f"reason_{i}")
+        reasons = {
+            dict(labels)["reason"]
+            for (name, labels) in samples(_scrape_registry())
+            if name == "keygate_attestation_denials_total"
+        }
+        assert len(reasons) <= metrics.MAX_LABEL_VALUES + 1
+    finally:
+        # other tests (attestation) must still get their own reason labels
+        metrics._seen["reason"] = saved
+        for i in range(metrics.MAX_LABEL_VALUES + 5):
+            with contextlib.suppress(KeyError):
+                metrics.ATTESTATION_DENIALS.remove(f"reason_{i}")
 
 
 def _scrape_registry() -> str:
