@@ -7,6 +7,7 @@ import logging
 from provider.attest import Attestor, InsecureTrustAttributes
 from provider.config import Config
 from provider.errors import KeygateError
+from provider.health import Readiness
 from provider.mount import Mounter
 from provider.versions import Versioner
 from providers.registry import Registry
@@ -83,7 +84,9 @@ def build_attestor(config: Config) -> Attestor:
 
 
 def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
-    """Construct everything a Mount needs; fails fast (at start-up) on unreadable keys or policy."""
+    """Construct everything a Mount needs; fails fast (at start-up) on unreadable keys."""
+    readiness = Readiness()
+    readiness.set("keys", False, "loading")
     registry = Registry(config.backend_settings())
     if config.backend_settings()["sealed"]["keys"]:
         registry.get("sealed")
@@ -92,6 +95,7 @@ def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
     )
     from provider.attest.audit import AuditLog
 
+    readiness.set("keys", True)
     return Mounter(
         registry,
         attestor or build_attestor(config),
@@ -99,4 +103,5 @@ def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
         timeout=config.mount_timeout,
         write_files=config.write_files,
         audit=AuditLog(config.audit_sink, config.node_name),
+        readiness=readiness,
     )

@@ -1,4 +1,4 @@
-"""The ``keygate`` command: serve, demo, keygen, seal, version."""
+"""The ``keygate`` command: serve, demo, keygen, seal, lint, version."""
 
 from __future__ import annotations
 
@@ -52,6 +52,26 @@ def _parser() -> argparse.ArgumentParser:
         help="node public key PEM file; repeat to seal for several keys (rotation)",
     )
 
+    lint = sub.add_parser(
+        "lint",
+        help="check a SecretProviderClass (and optionally its pod) offline",
+        description="Check a SecretProviderClass the way the daemon reads it, plus what only the "
+        "manifest shows: parameter and field names, object list syntax, paths, modes, duplicate "
+        "files, sealed values bound to the right namespace and name, pod volumes and image digests. "
+        "Prints every problem with file:line; exits 1 on any error.",
+    )
+    lint.add_argument("spc", help="YAML file with one or more SecretProviderClass documents")
+    lint.add_argument("pod", nargs="?", help="optional Pod (or Deployment, Job...) manifest that mounts it")
+    lint.add_argument("--namespace", help="namespace of the pods, when neither file says it")
+    lint.add_argument(
+        "--recipient",
+        action="append",
+        default=[],
+        metavar="PEM",
+        help="node public key; check every sealed value can be opened by one of these keys",
+    )
+    lint.add_argument("--strict", action="store_true", help="treat warnings as errors")
+
     sub.add_parser("version", help="print name and version")
     return parser
 
@@ -69,6 +89,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _keygen(args)
         if args.command == "seal":
             return _seal(args)
+        if args.command == "lint":
+            from provider.lint import main as lint_main
+
+            return lint_main(
+                args.spc, args.pod, namespace=args.namespace, recipients=args.recipient, strict=args.strict
+            )
         print(f"{RUNTIME_NAME} {__version__}")
         return 0
     except KeygateError as exc:
@@ -83,7 +109,8 @@ def _serve(args: argparse.Namespace) -> int:
     config = config_mod.load(args)
     logs.setup(config.log_level, config.log_format)
     mounter = build_mounter(config)
-    asyncio.run(Daemon(mounter, config.socket, config.grace_period).run_until_signal())
+    daemon = Daemon(mounter, config.socket, config.grace_period, metrics_addr=config.metrics_addr)
+    asyncio.run(daemon.run_until_signal())
     return 0
 
 

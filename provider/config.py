@@ -136,6 +136,11 @@ OPTIONS: tuple[Option, ...] = (
         "so the pod's token can be stolen by anyone on the path). Refused unless set.",
         "bool",
     ),
+    Option(
+        "metrics_addr",
+        ":8098",
+        "host:port for Prometheus /metrics and the /healthz and /readyz probes; empty disables.",
+    ),
 )
 
 
@@ -168,6 +173,7 @@ class Config:
     audit_sink: str = "stdout"
     node_name: str = ""
     insecure_allow_vault_skip_tls_verify: bool = False
+    metrics_addr: str = ":8098"
     backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def backend_settings(self) -> dict[str, dict[str, Any]]:
@@ -252,6 +258,10 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
     config = Config(backends=backends, **values)
     if config.log_format not in ("json", "text"):
         raise KeygateError(f"log_format must be json or text, not {config.log_format!r}")
+    if config.metrics_addr:
+        from provider.health import parse_addr
+
+        parse_addr(config.metrics_addr)
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise KeygateError(f"log_level must be debug, info, warning or error, not {config.log_level!r}")
     return config

@@ -90,6 +90,7 @@ def run_demo(show_values: bool = False) -> int:
                 kube_token_file=str(kube.token_file),
                 node_name=NODE,
                 audit_sink=str(audit_path),
+                metrics_addr="",
             )
             print("keygate demo")
             print(f"  local Kubernetes API stand-in (in-process, HTTPS): {kube.url}")

@@ -2,6 +2,11 @@
 
 Fields passed with ``extra=`` become top-level keys. Callers never pass secret values; the
 formatter additionally drops exception text, since SDK exception messages may quote content.
+
+Every JSON line has the stable keys ``time``, ``level``, ``logger`` and ``msg``; a line written
+while a Mount is being served also carries that Mount's ``request_id`` (from the context
+variable :data:`REQUEST_ID`, which the server sets), so backend and audit lines of one Mount can be
+joined with the server's summary line.
 """
 
 from __future__ import annotations
@@ -10,7 +15,26 @@ import json
 import logging
 import sys
 import time
+from contextvars import ContextVar
 from typing import Any
+
+REQUEST_ID: ContextVar[str] = ContextVar("keygate_request_id", default="")
+
+
+def current_request_id() -> str:
+    """The id of the Mount being served in this task ('' outside a Mount): for audit records."""
+    return REQUEST_ID.get()
+
+
+class RequestIdFilter(logging.Filter):
+    """Adds ``request_id`` to records logged inside a Mount unless the caller set one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        request_id = REQUEST_ID.get()
+        if request_id and not hasattr(record, "request_id"):
+            record.request_id = request_id
+        return True
+
 
 _RESERVED = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
@@ -44,6 +68,7 @@ class TextFormatter(logging.Formatter):
 def setup(level: str = "info", fmt: str = "json", stream: Any = None) -> None:
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JSONFormatter() if fmt == "json" else TextFormatter())
+    handler.addFilter(RequestIdFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

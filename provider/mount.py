@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from provider import metrics
 from provider.attest import Attestor
 from provider.errors import (
     BackendUnavailable,
@@ -23,6 +24,7 @@ from provider.errors import (
     ResourceExhausted,
 )
 from provider.files import clean_path
+from provider.health import Readiness
 from provider.request import MountContext, MountInput, parse
 from provider.spc import parse_objects
 from provider.versions import Versioner
@@ -88,7 +90,9 @@ class Mounter:
         timeout: float = 25.0,
         write_files: bool = False,
         audit: AuditHook | None = None,
+        readiness: Readiness | None = None,
     ) -> None:
+        self.readiness = readiness if readiness is not None else Readiness()
         self.registry = registry
         self.attestor = attestor
         self.versioner = versioner
@@ -207,12 +211,22 @@ class Mounter:
 
 
 async def _guarded(backend: Backend, objects: list[SecretObject], ctx: FetchContext) -> list[Fetched]:
-    """Run one backend; an unexpected exception becomes a secret-free error naming the backend."""
+    """Run one backend; an unexpected exception becomes a secret-free error naming the backend.
+
+    Each call is timed into ``keygate_backend_request_duration_seconds`` and, when it fails,
+    counted in ``keygate_backend_errors_total`` with the error code (never the message).
+    """
+    started = time.perf_counter()
     try:
-        return await backend.fetch(objects, ctx)
-    except (KeygateError, asyncio.CancelledError, TimeoutError):
+        fetched = await backend.fetch(objects, ctx)
+    except KeygateError as exc:
+        metrics.record_backend(backend.name, time.perf_counter() - started, error_code=exc.code.value)
+        raise
+    except (asyncio.CancelledError, TimeoutError):
+        metrics.record_backend(backend.name, time.perf_counter() - started, error_code="DeadlineExceeded")
         raise
     except Exception as exc:  # noqa: BLE001 - a backend bug must not crash the daemon
+        metrics.record_backend(backend.name, time.perf_counter() - started, error_code="Internal")
         log.error(
             "backend raised an unexpected error",
             extra={"backend": backend.name, "error_type": type(exc).__name__},
@@ -220,6 +234,8 @@ async def _guarded(backend: Backend, objects: list[SecretObject], ctx: FetchCont
         raise BackendUnavailable(
             f"backend {backend.name!r} failed unexpectedly ({type(exc).__name__}); see the keygate log"
         ) from None
+    metrics.record_backend(backend.name, time.perf_counter() - started, objects=len(fetched))
+    return fetched
 
 
 def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:

@@ -19,11 +19,15 @@ import stat
 import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from provider import RUNTIME_NAME, __version__
+from provider import RUNTIME_NAME, __version__, metrics
 from provider.errors import Code, KeygateError
+from provider.health import OpsServer, Readiness, grpc_health_servicer
+from provider.logs import REQUEST_ID
 from provider.mount import Mounter
 from provider.request import MountInput
 from provider.wire import service_pb2 as pb
@@ -43,6 +47,7 @@ STATUS_BY_CODE: dict[Code, grpc.StatusCode] = {
     Code.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 MAX_MESSAGE = 4 * 1024 * 1024
+PROVIDER_SERVICE = "v1alpha1.CSIDriverProvider"
 ERROR_CODE_KEY = "keygate-error-code"
 MAX_ERROR_CHARS = 2000  # gRPC drops responses whose metadata exceeds 8 KiB
 
@@ -76,9 +81,24 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
         started = time.perf_counter()
         request_id = uuid.uuid4().hex[:16]
         fields: dict[str, object] = {"request_id": request_id}
+        token = REQUEST_ID.set(request_id)
+        metrics.MOUNTS_IN_FLIGHT.inc()
+        try:
+            return await self._mount(request, context, fields, started)
+        finally:
+            metrics.MOUNTS_IN_FLIGHT.dec()
+            REQUEST_ID.reset(token)
+
+    async def _mount(
+        self,
+        request: pb.MountRequest,
+        context: grpc.aio.ServicerContext[pb.MountRequest, pb.MountResponse],
+        fields: dict[str, object],
+        started: float,
+    ) -> pb.MountResponse:
         try:
             mount_input = to_input(request)
-            result = await self.mounter.mount(mount_input, request_id)
+            result = await self.mounter.mount(mount_input, str(fields["request_id"]))
         except KeygateError as exc:
             fields.update(exc.log_fields)
             return await self._fail(context, exc.code, exc.message, fields, started)
@@ -124,7 +144,9 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
 
     @staticmethod
     def _log(fields: dict[str, object], started: float, outcome: str, code: Code | None) -> None:
-        duration_ms = round((time.perf_counter() - started) * 1000, 3)
+        elapsed = time.perf_counter() - started
+        metrics.record_mount(outcome, "" if code is None else code.value, elapsed)
+        duration_ms = round(elapsed * 1000, 3)
         extra = {**fields, "outcome": outcome, "duration_ms": duration_ms}
         if code is not None:
             extra["code"] = code.value
@@ -157,16 +179,52 @@ def prepare_socket(path: str) -> None:
 
 
 class Daemon:
-    """A running gRPC server on a Unix socket; ``stop`` drains in-flight mounts."""
+    """A running gRPC server on a Unix socket; ``stop`` drains in-flight mounts.
 
-    def __init__(self, mounter: Mounter, socket_path: str, grace_period: float = 30.0) -> None:
+    The same socket serves ``grpc.health.v1.Health`` (SERVING once started, NOT_SERVING while
+    draining). With ``metrics_addr`` set, ``/metrics``, ``/healthz`` and ``/readyz`` are served
+    over HTTP there; readiness requires the ``socket`` condition set here plus whatever the
+    mounter's other parts registered (``keys``, and ``policy`` when attestation loads one).
+    """
+
+    def __init__(
+        self,
+        mounter: Mounter,
+        socket_path: str,
+        grace_period: float = 30.0,
+        *,
+        metrics_addr: str = "",
+        readiness: Readiness | None = None,
+    ) -> None:
         self.mounter = mounter
         self.socket_path = socket_path
         self.grace_period = grace_period
+        self.metrics_addr = metrics_addr
+        self.readiness = readiness if readiness is not None else mounter.readiness
         self.server: grpc.aio.Server | None = None
+        self.health: Any = None
+        self.ops: OpsServer | None = None
 
     async def start(self) -> None:
+        self.readiness.set("socket", False, "starting")
+        metrics.BUILD_INFO.labels(version=__version__).set(1)
         prepare_socket(self.socket_path)
+        if self.metrics_addr:
+            self.ops = OpsServer(self.metrics_addr, self.readiness, asyncio.get_running_loop())
+            self.ops.start()
+        try:
+            await self._start_grpc()
+        except BaseException:
+            if self.ops is not None:
+                self.ops.stop()
+                self.ops = None
+            raise
+        await self.health.set("", health_pb2.HealthCheckResponse.SERVING)
+        await self.health.set(PROVIDER_SERVICE, health_pb2.HealthCheckResponse.SERVING)
+        self.readiness.set("socket", True)
+        log.info("serving", extra={"socket": self.socket_path, "version": __version__})
+
+    async def _start_grpc(self) -> None:
         server = grpc.aio.server(
             options=[
                 ("grpc.max_send_message_length", MAX_MESSAGE),
@@ -174,6 +232,8 @@ class Daemon:
             ]
         )
         pb_grpc.add_CSIDriverProviderServicer_to_server(ProviderServicer(self.mounter), server)
+        self.health = grpc_health_servicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         old_umask = os.umask(0o177)
         try:
             if server.add_insecure_port(f"unix:{self.socket_path}") == 0:
@@ -183,12 +243,17 @@ class Daemon:
             os.umask(old_umask)
         os.chmod(self.socket_path, 0o600)
         self.server = server
-        log.info("serving", extra={"socket": self.socket_path, "version": __version__})
 
     async def stop(self) -> None:
+        self.readiness.set("socket", False, "draining")
+        if self.health is not None:
+            await self.health.enter_graceful_shutdown()
         if self.server is not None:
             await self.server.stop(self.grace_period)
             self.server = None
+        if self.ops is not None:
+            self.ops.stop()
+            self.ops = None
         await self.mounter.close()
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.socket_path)

@@ -99,14 +99,59 @@ def _first_str(item: Mapping[str, Any], keys: tuple[str, ...], where: str) -> st
     return None
 
 
-def parse_objects(parameters: Mapping[str, str], registry: Registry) -> list[SecretObject]:
-    """All objects of an SPC, each with a validated file path, mode and known backend."""
-    default_backend = parameters.get("backend") or registry.infer_for_spc(parameters)
+def raw_items(parameters: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    """The SPC's object entries as written, each with the backend its parameter implies ('' if none)."""
     raw: list[tuple[str, dict[str, Any]]] = []
     for parameter, implied in (("objects", None), ("secrets", "gcp")):
         text = parameters.get(parameter)
         if text and text.strip():
             raw.extend((implied or "", dict(item)) for item in _cached_items(text, parameter))
+    return raw
+
+
+def resolve_object(
+    index: int,
+    implied: str,
+    item: Mapping[str, Any],
+    parameters: Mapping[str, str],
+    registry: Registry,
+    default_backend: str | None,
+) -> SecretObject:
+    """One entry -> a SecretObject with its backend, clean path and mode (no backend validation).
+
+    Shared by the daemon and ``keygate lint`` so both read an SPC the same way.
+    """
+    where = f"objects[{index}]"
+    name = _first_str(item, NAME_FIELDS, where)
+    if name is None:
+        raise InvalidSPC(f"{where}: 'objectName' is required")
+    where = f"objects[{index}] {name!r}"
+    backend_field = item.get("backend")
+    if backend_field is not None and not isinstance(backend_field, str):
+        raise InvalidSPC(f"{where}: field 'backend' must be a string")
+    backend = backend_field or implied or registry.infer_for_object(item) or default_backend
+    if not backend:
+        raise InvalidSPC(
+            f"{where}: cannot tell which backend serves it; set 'backend:' on the object or "
+            f"the SPC parameter 'backend' (one of: {', '.join(registry.names())})"
+        )
+    if not registry.known(backend):
+        raise InvalidSPC(
+            f"{where}: unknown backend {backend!r}; known backends: {', '.join(registry.names())}"
+        )
+    backend_impl = registry.get(backend)
+    default_path = getattr(backend_impl, "default_path", None)
+    explicit = _first_str(item, PATH_FIELDS, where)
+    path = clean_path(explicit or (default_path(item, parameters) if default_path else name), where)
+    mode_raw = next((item[k] for k in MODE_FIELDS if item.get(k) not in (None, "")), None)
+    mode = None if mode_raw is None else parse_mode(mode_raw, where)
+    return SecretObject(backend=backend, name=name, path=path, mode=mode, spec=item, index=index)
+
+
+def parse_objects(parameters: Mapping[str, str], registry: Registry) -> list[SecretObject]:
+    """All objects of an SPC, each with a validated file path, mode and known backend."""
+    default_backend = parameters.get("backend") or registry.infer_for_spc(parameters)
+    raw = raw_items(parameters)
     if not raw:
         raise InvalidSPC(
             "the SecretProviderClass lists no objects: set parameters.objects to a YAML list "
@@ -117,36 +162,13 @@ def parse_objects(parameters: Mapping[str, str], registry: Registry) -> list[Sec
     objects: list[SecretObject] = []
     seen_paths: dict[str, str] = {}
     for index, (implied, item) in enumerate(raw):
-        where = f"objects[{index}]"
-        name = _first_str(item, NAME_FIELDS, where)
-        if name is None:
-            raise InvalidSPC(f"{where}: 'objectName' is required")
-        where = f"objects[{index}] {name!r}"
-        backend_field = item.get("backend")
-        if backend_field is not None and not isinstance(backend_field, str):
-            raise InvalidSPC(f"{where}: field 'backend' must be a string")
-        backend = backend_field or implied or registry.infer_for_object(item) or default_backend
-        if not backend:
-            raise InvalidSPC(
-                f"{where}: cannot tell which backend serves it; set 'backend:' on the object or "
-                f"the SPC parameter 'backend' (one of: {', '.join(registry.names())})"
-            )
-        if not registry.known(backend):
-            raise InvalidSPC(
-                f"{where}: unknown backend {backend!r}; known backends: {', '.join(registry.names())}"
-            )
-        backend_impl = registry.get(backend)
-        default_path = getattr(backend_impl, "default_path", None)
-        explicit = _first_str(item, PATH_FIELDS, where)
-        path = clean_path(explicit or (default_path(item, parameters) if default_path else name), where)
-        if path in seen_paths:
-            raise InvalidSPC(
-                f"{where}: file {path!r} is also written by {seen_paths[path]}; give one an objectAlias"
-            )
-        seen_paths[path] = where
-        mode_raw = next((item[k] for k in MODE_FIELDS if item.get(k) not in (None, "")), None)
-        mode = None if mode_raw is None else parse_mode(mode_raw, where)
-        obj = SecretObject(backend=backend, name=name, path=path, mode=mode, spec=item, index=index)
-        backend_impl.validate(obj, parameters)
+        obj = resolve_object(index, implied, item, parameters, registry, default_backend)
+        where = f"objects[{index}] {obj.name!r}"
+        if obj.path in seen_paths:
+            other = seen_paths[obj.path]
+            hint = "give one an objectAlias"
+            raise InvalidSPC(f"{where}: file {obj.path!r} is also written by {other}; {hint}")
+        seen_paths[obj.path] = where
+        registry.get(obj.backend).validate(obj, parameters)
         objects.append(obj)
     return objects

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Any, cast
 
-from provider.errors import BackendUnavailable, InvalidSPC
+from provider.errors import BackendUnavailable, InvalidSPC, KeygateError
 from providers.base import Backend
 
 ENTRY_POINT_GROUP = "keygate.backends"
@@ -105,6 +105,8 @@ class Registry:
             module_name, _, attr = target.partition(":")
             try:
                 factory = getattr(importlib.import_module(module_name), attr)
+            except KeygateError as exc:
+                raise BackendUnavailable(f"backend {name!r} cannot be loaded: {exc.message}") from None
             except (ImportError, AttributeError) as exc:
                 raise BackendUnavailable(
                     f"backend {name!r} cannot be loaded ({type(exc).__name__}: {exc}); install it, "

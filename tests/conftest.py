@@ -88,6 +88,7 @@ def start_daemon(short_tmp: Path, node_key: NodeKey) -> Iterator[Callable[..., R
             sealed_key=(str(node_key.path),),
             insecure_skip_attestation=True,
             audit_sink=str(short_tmp / f"audit{counter[0]}.jsonl"),
+            metrics_addr="",
         )
         config = replace(config, **overrides)
         buffer = io.StringIO()
