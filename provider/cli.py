@@ -109,7 +109,7 @@ def _serve(args: argparse.Namespace) -> int:
     config = config_mod.load(args)
     logs.setup(config.log_level, config.log_format)
     mounter = build_mounter(config)
-    daemon = Daemon(mounter, config.socket, config.grace_period, metrics_addr=config.metrics_addr)
+    daemon = Daemon.from_config(mounter, config)
     asyncio.run(daemon.run_until_signal())
     return 0
 

@@ -137,6 +137,13 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
     ),
     Option(
+        "max_inflight",
+        256,
+        "Mounts served at once; beyond it new ones are refused at once with RESOURCE_EXHAUSTED "
+        "(the driver retries) instead of queuing without bound. 0 means no limit.",
+        "int",
+    ),
+    Option(
         "metrics_addr",
         ":8098",
         "host:port for Prometheus /metrics and the /healthz and /readyz probes; empty disables.",
@@ -173,6 +180,7 @@ class Config:
     audit_sink: str = "stdout"
     node_name: str = ""
     insecure_allow_vault_skip_tls_verify: bool = False
+    max_inflight: int = 256
     metrics_addr: str = ":8098"
     backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
@@ -215,6 +223,13 @@ def _convert(opt: Option, value: Any, source: str) -> Any:
             if text in ("0", "false", "no", "off", ""):
                 return False
             raise ValueError
+        if opt.kind == "int":
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            count = int(value)
+            if count < 0:
+                raise ValueError
+            return count
         if opt.kind == "float":
             number = float(value)
             if number <= 0:

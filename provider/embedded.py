@@ -21,7 +21,7 @@ def daemon_thread(config: Config, attestor: Attestor | None = None) -> Iterator[
     started = threading.Event()
     failure: list[BaseException] = []
     mounter = build_mounter(config, attestor)
-    daemon = Daemon(mounter, config.socket, config.grace_period, metrics_addr=config.metrics_addr)
+    daemon = Daemon.from_config(mounter, config)
     stop: asyncio.Event | None = None
 
     async def main() -> None:

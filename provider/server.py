@@ -25,6 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from provider import RUNTIME_NAME, __version__, metrics
+from provider.config import Config
 from provider.errors import Code, KeygateError
 from provider.health import OpsServer, Readiness, grpc_health_servicer
 from provider.logs import REQUEST_ID
@@ -65,8 +66,10 @@ def to_input(request: pb.MountRequest) -> MountInput:
 class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
     """Answers Version and Mount; every Mount logs exactly one line and never a value."""
 
-    def __init__(self, mounter: Mounter) -> None:
+    def __init__(self, mounter: Mounter, max_inflight: int = 0) -> None:
         self.mounter = mounter
+        self.max_inflight = max_inflight
+        self.inflight = 0
 
     async def Version(  # noqa: N802 - gRPC method name
         self,
@@ -81,11 +84,21 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
         started = time.perf_counter()
         request_id = uuid.uuid4().hex[:16]
         fields: dict[str, object] = {"request_id": request_id}
+        if self.max_inflight and self.inflight >= self.max_inflight:
+            return await self._fail(
+                context,
+                Code.RESOURCE_EXHAUSTED,
+                f"keygate is at its limit of {self.max_inflight} concurrent mounts; the driver will retry",
+                fields,
+                started,
+            )
         token = REQUEST_ID.set(request_id)
+        self.inflight += 1
         metrics.MOUNTS_IN_FLIGHT.inc()
         try:
             return await self._mount(request, context, fields, started)
         finally:
+            self.inflight -= 1
             metrics.MOUNTS_IN_FLIGHT.dec()
             REQUEST_ID.reset(token)
 
@@ -195,8 +208,10 @@ class Daemon:
         *,
         metrics_addr: str = "",
         readiness: Readiness | None = None,
+        max_inflight: int = 0,
     ) -> None:
         self.mounter = mounter
+        self.max_inflight = max_inflight
         self.socket_path = socket_path
         self.grace_period = grace_period
         self.metrics_addr = metrics_addr
@@ -204,6 +219,16 @@ class Daemon:
         self.server: grpc.aio.Server | None = None
         self.health: Any = None
         self.ops: OpsServer | None = None
+
+    @classmethod
+    def from_config(cls, mounter: Mounter, config: Config) -> Daemon:
+        return cls(
+            mounter,
+            config.socket,
+            config.grace_period,
+            metrics_addr=config.metrics_addr,
+            max_inflight=config.max_inflight,
+        )
 
     async def start(self) -> None:
         self.readiness.set("socket", False, "starting")
@@ -231,7 +256,9 @@ class Daemon:
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
             ]
         )
-        pb_grpc.add_CSIDriverProviderServicer_to_server(ProviderServicer(self.mounter), server)
+        pb_grpc.add_CSIDriverProviderServicer_to_server(
+            ProviderServicer(self.mounter, self.max_inflight), server
+        )
         self.health = grpc_health_servicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         old_umask = os.umask(0o177)
