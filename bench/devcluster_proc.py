@@ -1,0 +1,41 @@
+"""Run the local Kubernetes API stand-in in its own process for benchmarks.
+
+Prints one JSON line (url, issuer, CA and token files, a minted pod token) on stdout, then
+serves until stdin closes, so the load generator and the API server do not share a process.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+from provider.devcluster import PodSpec, pinned, running
+
+
+def main() -> None:
+    namespace, name, uid, service_account, node = sys.argv[1:6]
+    with tempfile.TemporaryDirectory(prefix="kgdc-") as tmp, running(Path(tmp), api_token="bench") as kube:
+        pod = kube.add_pod(
+            PodSpec(
+                namespace, name, uid, service_account, {"app": pinned("ghcr.io/acme/app")}, node_name=node
+            )
+        )
+        print(
+            json.dumps(
+                {
+                    "url": kube.url,
+                    "issuer": kube.issuer,
+                    "ca": str(kube.ca_file),
+                    "token_file": str(kube.token_file),
+                    "pod_token": kube.mint(pod),
+                }
+            ),
+            flush=True,
+        )
+        sys.stdin.read()
+
+
+if __name__ == "__main__":
+    main()
