@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, ClassVar
@@ -32,6 +32,7 @@ from typing import Any, ClassVar
 from provider.errors import (
     BackendUnavailable,
     Code,
+    DeadlineExceeded,
     InvalidSPC,
     KeygateError,
     PermissionDenied,
@@ -451,6 +452,11 @@ class AWSBackend:
     # -- auth ------------------------------------------------------------------------------
 
     async def _auth(self, ctx: FetchContext) -> Auth:
+        if ctx.parameters.get("usePodIdentity", "").strip().lower() == "true":
+            raise InvalidSPC(
+                "usePodIdentity (EKS Pod Identity) is not supported by keygate yet; use IRSA: set "
+                f"'roleArn' or annotate the service account with {ROLE_ANNOTATION}"
+            )
         node = ctx.node_secrets
         if node.get(STATIC_KEY_ID) or node.get(STATIC_SECRET_KEY):
             if not (node.get(STATIC_KEY_ID) and node.get(STATIC_SECRET_KEY)):
@@ -640,12 +646,20 @@ class AWSBackend:
     async def _read_with_failover(
         self, group: Sequence[tuple[Target, Sequence[Plan]]], auth: Auth, ctx: FetchContext
     ) -> list[tuple[Sequence[Plan], Value]]:
+        """Read in the primary region; on an outage there, read the failover targets instead.
+
+        With a failover target the primary gets half of the remaining mount time, so a region
+        that swallows packets (connect/read timeouts) still leaves time for the failover read.
+        Answers such as "not found" or "access denied" are not outages and never fail over.
+        """
+        fallback = [(plans[0].failover, plans) for _, plans in group]
+        can_fail_over = all(target is not None for target, _ in fallback)
+        primary_ctx = replace(ctx, deadline=time.monotonic() + ctx.remaining() / 2) if can_fail_over else ctx
         try:
-            values = await self._read(group, auth, ctx)
+            values = await self._read(group, auth, primary_ctx)
             return [(plans, value) for (_, plans), value in zip(group, values, strict=True)]
-        except BackendUnavailable as primary_error:
-            fallback = [(plans[0].failover, plans) for _, plans in group]
-            if any(target is None for target, _ in fallback):
+        except (BackendUnavailable, DeadlineExceeded) as primary_error:
+            if not can_fail_over:
                 raise
             region = fallback[0][0].region  # type: ignore[union-attr]
             log.warning(

@@ -348,6 +348,29 @@ def test_failover_region_when_primary_is_unreachable(start_daemon, moto, pod):
     assert elapsed < 10
 
 
+def test_failover_when_primary_swallows_requests(start_daemon, moto, pod):
+    """A primary that accepts connections but never answers still leaves time for the failover."""
+    admin(moto, "secretsmanager", FAILOVER).create_secret(Name="slow", SecretString="slow-value")
+    with socket.socket() as blackhole:
+        blackhole.bind(("127.0.0.1", 0))
+        blackhole.listen(64)
+        url = f"http://127.0.0.1:{blackhole.getsockname()[1]}"
+        d = start_daemon(
+            mount_timeout=3.0,
+            backends={
+                "aws": {"endpoint_url": moto, "sts_endpoint_url": moto, "region_endpoint_urls": {REGION: url}}
+            },
+        )
+        objects = [{"objectName": "slow", "objectType": "secretsmanager"}]
+        started = time.monotonic()
+        resp = d.client.mount(mount_request("aws-spc", spc(objects, failoverRegion=FAILOVER), pod))
+        assert files_of(resp) == {"slow": b"slow-value"}
+        assert 1.0 < time.monotonic() - started < 3.0
+        # Without a failover region the same outage ends at the mount deadline.
+        err = mount_error(d, spc(objects), pod)
+        assert err.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+
+
 class _Throttler(BaseHTTPRequestHandler):
     """An AWS JSON endpoint that always answers ThrottlingException (HTTP 400)."""
 
@@ -445,6 +468,13 @@ def test_missing_token_and_role_are_refused(start_daemon, moto, pod):
     assert "eks.amazonaws.com/role-arn" in err.details() and "default/app" in err.details()
     err = mount_error(d, spc(objects, roleArn="not-an-arn"), pod)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def test_use_pod_identity_is_refused_clearly(start_daemon, moto, pod):
+    d = aws_daemon(start_daemon, moto)
+    params = spc([{"objectName": "x", "objectType": "secretsmanager"}], usePodIdentity="true")
+    err = mount_error(d, params, pod)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "usePodIdentity" in err.details()
 
 
 def test_role_resolver_hook(start_daemon, moto, pod):
