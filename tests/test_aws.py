@@ -532,6 +532,18 @@ def test_mixed_spc_with_sealed(start_daemon, moto, pod, node_key):
     assert files_of(resp) == {"cloud": b"cloud-value", "local": b"sealed-value"}
 
 
+def test_arn_object_is_recognised_without_region_parameter(start_daemon, moto, pod, node_key):
+    arn = admin(moto, "secretsmanager").create_secret(Name="by-arn-only", SecretString="arn-only")["ARN"]
+    d = aws_daemon(start_daemon, moto, region=REGION)
+    objects = [
+        {"objectName": arn, "objectAlias": "cloud"},
+        {"objectName": "local", "sealed": node_key.seal(b"sealed-value", "default", "local")},
+    ]
+    params = {"roleArn": ROLE, "objects": json.dumps(objects)}
+    resp = d.client.mount(mount_request("aws-spc", params, pod))
+    assert files_of(resp) == {"cloud": b"arn-only", "local": b"sealed-value"}
+
+
 # --- errors -----------------------------------------------------------------------------------
 
 
