@@ -10,6 +10,7 @@ name. Imports are lazy because cloud SDKs cost hundreds of milliseconds to load.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
@@ -19,6 +20,7 @@ from provider.errors import BackendUnavailable, InvalidSPC, KeygateError
 from providers.base import Backend
 
 ENTRY_POINT_GROUP = "keygate.backends"
+_AWS_ARN = re.compile(r"^arn:[A-Za-z0-9-]+:(secretsmanager|ssm):")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +84,9 @@ class Registry:
             if info.object_markers & item.keys():
                 return info.name
         object_type = str(item.get("objectType", "")).lower()
-        if object_type in ("secretsmanager", "ssmparameter"):
+        if object_type in ("secretsmanager", "ssmparameter") or _AWS_ARN.match(
+            str(item.get("objectName", ""))
+        ):
             return "aws"
         if object_type in ("secret", "key", "cert"):
             return "azure"
