@@ -23,6 +23,7 @@ import socket
 import ssl
 import threading
 import time
+import urllib.parse
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -188,6 +189,9 @@ class DevCluster:
         self.pods: dict[tuple[str, str], PodSpec] = {}
         self.hits: Counter[str] = Counter()
         self.lock = threading.Lock()
+        self.changed = threading.Condition(self.lock)
+        self.events: list[tuple[int, str, PodSpec]] = []
+        self.stopping = False
         self.server: ThreadingHTTPServer | None = None
         self.thread: threading.Thread | None = None
         self.ca_file = workdir / "kube-ca.crt"
@@ -206,9 +210,19 @@ class DevCluster:
             return {"keys": [k.jwk() for k in self.keys]}
 
     def add_pod(self, pod: PodSpec) -> PodSpec:
-        with self.lock:
+        """Create or replace a pod; watchers see ADDED or MODIFIED."""
+        with self.changed:
+            kind = "MODIFIED" if (pod.namespace, pod.name) in self.pods else "ADDED"
             self.pods[(pod.namespace, pod.name)] = pod
+            self.events.append((len(self.events) + 1, kind, pod))
+            self.changed.notify_all()
         return pod
+
+    def remove_pod(self, pod: PodSpec) -> None:
+        with self.changed:
+            if self.pods.pop((pod.namespace, pod.name), None) is not None:
+                self.events.append((len(self.events) + 1, "DELETED", pod))
+                self.changed.notify_all()
 
     def claims(self, pod: PodSpec, audience: str | Sequence[str], lifetime: int = 3600) -> dict[str, Any]:
         """The claims of a projected pod-bound token, shaped as the API server makes them."""
@@ -266,6 +280,9 @@ class DevCluster:
         return self
 
     def stop(self) -> None:
+        with self.changed:
+            self.stopping = True
+            self.changed.notify_all()
         if self.server is not None:
             self.server.shutdown()
             self.server.server_close()
@@ -381,6 +398,11 @@ class _Handler(BaseHTTPRequestHandler):
             cluster.hits["jwks"] += 1
             self._send(200, cluster.jwks())
             return
+        if path == "/api/v1/pods" and "watch=true" in self.path:
+            cluster.hits["watch"] += 1
+            if self._authorized():
+                self._watch_pods()
+            return
         match = POD_PATH.match(path)
         if match:
             cluster.hits["pod"] += 1
@@ -394,6 +416,53 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, pod.to_json())
             return
         self._status(404, "NotFound", "the server could not find the requested resource")
+
+    def _watch_pods(self) -> None:
+        """A pod watch (``?watch=true&fieldSelector=spec.nodeName=N``), chunked JSON lines.
+
+        Like the API server without a resourceVersion: ADDED for every existing pod, then
+        each change as it happens, until the server stops.
+        """
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.path).query)
+        node = ""
+        for selector in query.get("fieldSelector", []):
+            key, _, value = selector.partition("=")
+            if key == "spec.nodeName":
+                node = value
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+
+        def emit(kind: str, pod: PodSpec, version: int) -> None:
+            if node and pod.node_name != node:
+                return
+            obj = pod.to_json()
+            obj["metadata"]["resourceVersion"] = str(version)
+            line = json.dumps({"type": kind, "object": obj}).encode() + b"\n"
+            self.wfile.write(f"{len(line):x}\r\n".encode() + line + b"\r\n")
+            self.wfile.flush()
+
+        cluster = self.cluster
+        try:
+            with cluster.changed:
+                seen = len(cluster.events)
+                current = list(cluster.pods.values())
+            for pod in current:
+                emit("ADDED", pod, seen)
+            while True:
+                with cluster.changed:
+                    while len(cluster.events) == seen and not cluster.stopping:
+                        cluster.changed.wait(0.5)
+                    if cluster.stopping:
+                        break
+                    fresh = cluster.events[seen:]
+                    seen = len(cluster.events)
+                for version, kind, pod in fresh:
+                    emit(kind, pod, version)
+            self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            return
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)

@@ -8,6 +8,8 @@ never the token. lightkube is imported here only, so the daemon's import stays l
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,12 +46,19 @@ class KubeAPI:
     """A lazily created lightkube AsyncClient (it binds to the event loop of its first use)."""
 
     def __init__(
-        self, api_url: str = "", ca_file: str = "", token_file: str = "", timeout: float = 5.0
+        self,
+        api_url: str = "",
+        ca_file: str = "",
+        token_file: str = "",
+        timeout: float = 5.0,
+        *,
+        watch_node: str = "",
     ) -> None:
         self.api_url = api_url
         self.timeout = timeout
         self._config = self._load_config(api_url, ca_file, token_file)
         self._client: AsyncClient | None = None
+        self.watch = PodWatch(self, watch_node) if watch_node else None
 
     @staticmethod
     def _load_config(api_url: str, ca_file: str, token_file: str) -> SingleConfig:
@@ -103,6 +112,14 @@ class KubeAPI:
         )
 
     async def get_pod(self, namespace: str, name: str) -> PodInfo:
+        """The pod from this node's watch cache when it has it, else from one Pod GET."""
+        if self.watch is not None:
+            cached = self.watch.lookup(namespace, name)
+            if cached is not None:
+                return cached
+        return await self._get_pod(namespace, name)
+
+    async def _get_pod(self, namespace: str, name: str) -> PodInfo:
         import httpx2
         from lightkube import ApiError
         from lightkube.resources.core_v1 import Pod
@@ -123,22 +140,10 @@ class KubeAPI:
             raise BackendUnavailable(f"reading pod {namespace}/{name} failed with HTTP {code}") from None
         except httpx2.HTTPError as exc:
             raise self._unreachable(f"read pod {namespace}/{name}", exc) from None
-        meta, spec = pod.metadata, pod.spec
-        if meta is None or spec is None:
+        info = pod_info(pod, namespace, name)
+        if info is None:
             raise PermissionDenied(f"pod {namespace}/{name} has no metadata or spec in the API")
-        containers = [Container("container", c.name, c.image or "") for c in spec.containers]
-        containers += [Container("initContainer", c.name, c.image or "") for c in spec.initContainers or []]
-        containers += [
-            Container("ephemeralContainer", c.name, c.image or "") for c in spec.ephemeralContainers or []
-        ]
-        return PodInfo(
-            namespace=meta.namespace or namespace,
-            name=meta.name or name,
-            uid=meta.uid or "",
-            service_account=spec.serviceAccountName or spec.serviceAccount or "default",
-            node_name=spec.nodeName or "",
-            containers=tuple(containers),
-        )
+        return info
 
     async def token_review(self, token: str, audience: str) -> dict[str, Any]:
         """POST a TokenReview for ``audience``; returns its status as plain data."""
@@ -176,6 +181,87 @@ class KubeAPI:
         }
 
     async def aclose(self) -> None:
+        if self.watch is not None:
+            await self.watch.stop()
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def pod_info(pod: Any, namespace: str = "", name: str = "") -> PodInfo | None:
+    """The attestation-relevant view of a lightkube Pod (None when it lacks metadata or spec)."""
+    meta, spec = pod.metadata, pod.spec
+    if meta is None or spec is None:
+        return None
+    containers = [Container("container", c.name, c.image or "") for c in spec.containers]
+    containers += [Container("initContainer", c.name, c.image or "") for c in spec.initContainers or []]
+    containers += [
+        Container("ephemeralContainer", c.name, c.image or "") for c in spec.ephemeralContainers or []
+    ]
+    return PodInfo(
+        namespace=meta.namespace or namespace,
+        name=meta.name or name,
+        uid=meta.uid or "",
+        service_account=spec.serviceAccountName or spec.serviceAccount or "default",
+        node_name=spec.nodeName or "",
+        containers=tuple(containers),
+    )
+
+
+class PodWatch:
+    """This node's pods, kept current by one watch, so most Mounts need no Pod GET.
+
+    After a node reboot a hundred pods mount at once; one watch replaces a hundred GETs (and
+    every rotation poll's GET). The cache only ever answers with what the watch last delivered:
+    a change (an ephemeral container added, a pod replaced under the same name) arrives as an
+    event and replaces the entry. When the watch breaks, the cache is emptied and Mounts fall
+    back to a Pod GET until the watch is re-established, so a stale entry is never used. A pod
+    not yet seen is always read with a GET. Needs ``list`` and ``watch`` on pods.
+    """
+
+    RETRY_SECONDS = 1.0
+
+    def __init__(self, api: KubeAPI, node_name: str) -> None:
+        self.api = api
+        self.node_name = node_name
+        self._pods: dict[tuple[str, str], PodInfo] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.events = 0
+
+    def lookup(self, namespace: str, name: str) -> PodInfo | None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="keygate-pod-watch")
+        return self._pods.get((namespace, name))
+
+    async def _run(self) -> None:
+        from lightkube.resources.core_v1 import Pod
+
+        while True:
+            try:
+                stream = self.api._api().watch(Pod, namespace="*", fields={"spec.nodeName": self.node_name})
+                async for kind, pod in stream:
+                    info = pod_info(pod)
+                    if info is None:
+                        continue
+                    self.events += 1
+                    if kind == "DELETED":
+                        self._pods.pop((info.namespace, info.name), None)
+                    else:
+                        self._pods[(info.namespace, info.name)] = info
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - any break means: distrust the cache, retry
+                log.warning(
+                    "pod watch broke; using Pod GET until it is back",
+                    extra={"error_type": type(exc).__name__, "node": self.node_name},
+                )
+            self._pods.clear()
+            await asyncio.sleep(self.RETRY_SECONDS)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        self._pods.clear()
