@@ -461,3 +461,14 @@ def test_no_secret_or_token_in_logs_or_errors(start_daemon, gcp):
         *all_tokens(gcp.principals),
     ):
         assert value not in text
+
+
+def test_mixed_spc_sealed_and_gcp_in_one_mount(start_daemon, gcp, node_key):
+    d = start_daemon(backends={"gcp": gcp.settings()})
+    params = {
+        "objects": f"- objectName: pw\n  sealed: {node_key.seal(b'sealed-pw', 'default', 'pw')}\n",
+        **secrets_param({"resourceName": "projects/proj/secrets/db/versions/2", "fileName": "db"}),
+    }
+    resp = d.client.mount(mount_request("spc", params, gcp.pod()))
+    assert files_of(resp) == {"pw": (0o644, b"sealed-pw"), "db": (0o644, SECRET_VALUE)}
+    assert sorted(v.id for v in resp.object_version) == ["projects/proj/secrets/db/versions/2", "sealed/pw"]
