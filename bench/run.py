@@ -198,7 +198,8 @@ def bench_throughput(env: Env, quick: bool) -> list[Row]:
             "audit_sink": str(env.tmp / "audit.jsonl"),
         }
         for label, pod, config in (
-            ("attestation on (token + policy + Pod GET)", attested, attest_config),
+            ("attestation on, pod watch", attested, {**attest_config, "pod_watch": True}),
+            ("attestation on, Pod GET per mount", attested, attest_config),
             ("attestation off", POD, {}),
         ):
             request = mount_request("bench", {"objects": env.sealed_objects(1)}, pod)

@@ -28,6 +28,8 @@ def build_attestor(config: Config) -> Attestor:
     from provider.attest.policy import PolicyStore
     from provider.attest.tokens import HTTPSettings, KeySource, OIDCKeys, StaticKeys, TokenVerifier
 
+    if config.pod_watch and not config.node_name:
+        raise KeygateError("pod_watch needs node_name (set it from the downward API: spec.nodeName)")
     policy = PolicyStore(config.release_policy)
     need_kube = config.token_review or not config.insecure_skip_image_check
     kube = (
@@ -36,6 +38,7 @@ def build_attestor(config: Config) -> Attestor:
             config.kube_ca,
             config.kube_token_file,
             timeout=min(5.0, config.mount_timeout),
+            watch_node=config.node_name if config.pod_watch else "",
         )
         if need_kube
         else None

@@ -137,6 +137,13 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
     ),
     Option(
+        "pod_watch",
+        False,
+        "Keep this node's pods in memory from one watch (needs node_name, and list/watch on pods) "
+        "instead of one Pod GET per Mount; Mounts fall back to GET whenever the watch is down.",
+        "bool",
+    ),
+    Option(
         "max_inflight",
         256,
         "Mounts served at once; beyond it new ones are refused at once with RESOURCE_EXHAUSTED "
@@ -180,6 +187,7 @@ class Config:
     audit_sink: str = "stdout"
     node_name: str = ""
     insecure_allow_vault_skip_tls_verify: bool = False
+    pod_watch: bool = False
     max_inflight: int = 256
     metrics_addr: str = ":8098"
     backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)

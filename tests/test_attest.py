@@ -484,6 +484,34 @@ def test_expired_key_cache_survives_issuer_outage(attest_daemon, kube: DevCluste
     token = kube.mint(pod)
     assert mount(d, node_key, pod, token).files
     monkeypatch.setattr(tokens, "JWKS_TTL", 0.0)
+    monkeypatch.setattr(tokens, "VERIFIED_TTL", 0.0)
     kube.stop()
     assert mount(d, node_key, pod, token).files
     assert "issuer key refresh failed; using cached keys" in d.log_text()
+
+
+def test_a_verified_token_is_not_reverified_but_its_binding_and_expiry_are(
+    attest_daemon, kube: DevCluster, node_key, monkeypatch
+):
+    from provider.attest import tokens
+
+    d = attest_daemon(insecure_skip_image_check=True, clock_skew=0.1)
+    pod = make_pod(kube)
+    token = kube.mint(pod)
+    calls = []
+    real = tokens.TokenVerifier._decode
+
+    async def counting(self, tok):
+        calls.append(tok)
+        return await real(self, tok)
+
+    monkeypatch.setattr(tokens.TokenVerifier, "_decode", counting)
+    for _ in range(3):
+        assert mount(d, node_key, pod, token).files
+    assert len(calls) == 1
+    other = make_pod(kube, name="app-1", uid="99999999-8888-4777-8666-555555555555")
+    refused(d, request_for(node_key, other, token), UNAUTH, "belongs to pod 'app-0'")
+    expiring = kube.sign(kube.claims(pod, AUDIENCE, lifetime=1))
+    assert mount(d, node_key, pod, expiring).files
+    time.sleep(1.3)
+    refused(d, request_for(node_key, pod, expiring), UNAUTH, "has expired")

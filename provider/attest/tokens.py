@@ -20,6 +20,7 @@ import logging
 import os
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -316,6 +317,10 @@ def _segments(token: str) -> dict[str, Any]:
     return parsed[0]
 
 
+VERIFIED_TTL = 30.0
+VERIFIED_MAX = 4096
+
+
 class TokenVerifier:
     """Verifies one audience's token for the pod a Mount names."""
 
@@ -337,13 +342,40 @@ class TokenVerifier:
         self.kube = kube
         self.clock_skew = clock_skew
         self.node_name = node_name
+        self._verified: OrderedDict[bytes, tuple[float, dict[str, Any]]] = OrderedDict()
 
     async def verify(self, token: str, pod: PodAttributes) -> VerifiedToken:
         if self.keys is None:
             assert self.kube is not None
             return await self._review(token, pod)
-        claims = await self._decode(token)
+        claims = await self._decoded(token)
         return self._bind(claims, pod)
+
+    async def _decoded(self, token: str) -> dict[str, Any]:
+        """Signature, issuer and audience checks, remembered for a short while per token.
+
+        The kubelet re-sends the same token on every rotation poll until it renews it, and
+        parsing plus verifying a JWS dominates a Mount's CPU. A token that verified within the
+        last ``VERIFIED_TTL`` seconds is not re-verified, but its time claims are re-checked on
+        every call and the pod binding is always checked by the caller; keys are cached for far
+        longer than this anyway, so no revocation is delayed by it.
+        """
+        digest = hashlib.sha256(token.encode()).digest()
+        now = time.time()
+        hit = self._verified.get(digest)
+        if hit is not None and now - hit[0] < VERIFIED_TTL:
+            claims = hit[1]
+            if now - self.clock_skew < float(claims["exp"]) and now + self.clock_skew >= float(
+                claims.get("nbf", claims["iat"])
+            ):
+                return claims
+            self._verified.pop(digest, None)
+        claims = await self._decode(token)
+        if isinstance(claims.get("exp"), int | float) and isinstance(claims.get("iat"), int | float):
+            self._verified[digest] = (now, claims)
+            if len(self._verified) > VERIFIED_MAX:
+                self._verified.popitem(last=False)
+        return claims
 
     async def _decode(self, token: str) -> dict[str, Any]:
         assert self.keys is not None
