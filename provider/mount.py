@@ -31,6 +31,7 @@ from provider.versions import Versioner
 from provider.writer import OutFile, write_atomic
 from providers.base import Backend, FetchContext, Fetched, PodIdentity, SecretObject
 from providers.registry import Registry
+from providers.runtime import gather_all
 
 log = logging.getLogger("keygate.mount")
 
@@ -166,12 +167,8 @@ class Mounter:
         if len(groups) == 1:
             ((name, group),) = groups.items()
             return await _guarded(backends[name], group, fctx)
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(_guarded(backends[n], g, fctx)) for n, g in groups.items()]
-        except BaseExceptionGroup as group_error:
-            raise _first_error(group_error) from None
-        return [item for task in tasks for item in task.result()]
+        results = await gather_all([_guarded(backends[n], g, fctx) for n, g in groups.items()])
+        return [item for part in results for item in part]
 
     def _assemble(
         self, ctx: MountContext, objects: Sequence[SecretObject], fetched: Sequence[Fetched]
@@ -236,19 +233,3 @@ async def _guarded(backend: Backend, objects: list[SecretObject], ctx: FetchCont
         ) from None
     metrics.record_backend(backend.name, time.perf_counter() - started, objects=len(fetched))
     return fetched
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The most useful error of a failed fan-out: a KeygateError if any, else the first."""
-    flat: list[BaseException] = []
-    stack: list[BaseException] = [group]
-    while stack:
-        exc = stack.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            flat.append(exc)
-    for exc in flat:
-        if isinstance(exc, KeygateError):
-            return exc
-    return flat[0]

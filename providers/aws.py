@@ -15,7 +15,6 @@ costs a few hundred milliseconds to load.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -40,7 +39,7 @@ from provider.errors import (
     Unauthenticated,
 )
 from providers.base import FetchContext, Fetched, PodIdentity, SecretObject
-from providers.runtime import ClientCache, Retryable, WorkerPool, with_retries
+from providers.runtime import ClientCache, Retryable, WorkerPool, gather_all, with_retries
 
 log = logging.getLogger("keygate.aws")
 
@@ -687,12 +686,8 @@ class AWSBackend:
         for plan in plans:
             grouped.setdefault(plan.primary, []).append(plan)
         units = _units(list(grouped.items()))
-        try:
-            async with asyncio.TaskGroup() as tg:
-                tasks = [tg.create_task(self._read_with_failover(unit, auth, ctx)) for unit in units]
-        except BaseExceptionGroup as group:
-            raise _first_error(group) from None
-        results = [pair for task in tasks for pair in task.result()]
+        parts = await gather_all([self._read_with_failover(unit, auth, ctx) for unit in units])
+        results = [pair for part in parts for pair in part]
         id_counts = Counter(value.object_id for readers, value in results for _ in readers)
         out: list[Fetched] = []
         for readers, value in results:
@@ -763,16 +758,3 @@ def _units(grouped: Sequence[tuple[Target, Sequence[Plan]]]) -> list[list[tuple[
     for batches in ssm.values():
         units.extend(batches)
     return units
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The error to report from concurrent reads: a KeygateError when there is one."""
-    leaves: list[BaseException] = []
-    pending: list[BaseException] = [group]
-    while pending:
-        exc = pending.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            pending.extend(exc.exceptions)
-        else:
-            leaves.append(exc)
-    return next((exc for exc in leaves if isinstance(exc, KeygateError)), leaves[0])

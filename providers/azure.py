@@ -21,7 +21,6 @@ public production endpoints.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -30,7 +29,7 @@ import logging
 import re
 import threading
 import time
-from collections.abc import Callable, Coroutine, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, TypeVar
@@ -44,7 +43,7 @@ from provider.errors import (
     Unauthenticated,
 )
 from providers.base import FetchContext, Fetched, SecretObject
-from providers.runtime import ClientCache, Retryable, WorkerPool, with_retries
+from providers.runtime import ClientCache, Retryable, WorkerPool, gather_all, with_retries
 
 try:
     from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
@@ -442,7 +441,7 @@ class AzureBackend:
     async def fetch(self, objects: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
         target = self._target(ctx.parameters)
         clients = await self._clients(target, ctx)
-        results = await _gather([self._fetch_object(obj, target, clients, ctx) for obj in objects])
+        results = await gather_all([self._fetch_object(obj, target, clients, ctx) for obj in objects])
         counts: dict[str, int] = {}
         for fetched in results:
             for item in fetched:
@@ -477,7 +476,9 @@ class AzureBackend:
                 )
             versions = versions[versions.index(version) :]
         chosen = versions[:history]
-        values = await _gather([self._call(ctx, partial(self._get, obj, target, clients, v)) for v in chosen])
+        values = await gather_all(
+            [self._call(ctx, partial(self._get, obj, target, clients, v)) for v in chosen]
+        )
         return [
             Fetched(obj, f"{base_id}/{i}", value.contents, value.version, f"{obj.path}/{i}")
             for i, value in enumerate(values)
@@ -562,20 +563,6 @@ class AzureBackend:
         self._live.clear()
         self._cache.clear()
         self._pool.close()
-
-
-async def _gather(calls: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
-    """Run concurrently; on failure cancel the rest and raise the first keygate error itself."""
-    try:
-        async with asyncio.TaskGroup() as tg:
-            tasks = [tg.create_task(call) for call in calls]
-    except BaseExceptionGroup as group:
-        errors = list(group.exceptions)
-        while errors and isinstance(errors[0], BaseExceptionGroup):
-            errors = list(errors[0].exceptions) + errors[1:]
-        first = next((e for e in errors if isinstance(e, KeygateError)), errors[0])
-        raise first from None
-    return [task.result() for task in tasks]
 
 
 def _encode(obj: SecretObject, value: str) -> bytes:

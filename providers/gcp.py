@@ -24,7 +24,6 @@ token exchange. Google libraries are imported on first use only.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import ipaddress
 import json
@@ -51,7 +50,7 @@ from provider.errors import (
     Unauthenticated,
 )
 from providers.base import FetchContext, Fetched, SecretObject
-from providers.runtime import ClientCache, Retryable, WorkerPool, with_retries
+from providers.runtime import ClientCache, Retryable, WorkerPool, gather_all, with_retries
 
 if TYPE_CHECKING:
     from google.auth.transport.requests import Request
@@ -321,18 +320,13 @@ class GCPBackend:
         for obj in objects:
             name = resource_name(obj)
             targets.setdefault(name, self.settings.endpoint_for(parse_resource(name, name)))
-        reads: dict[str, asyncio.Task[_Read]] = {}
-        try:
-            async with asyncio.TaskGroup() as group:
-                for name, endpoint in targets.items():
-                    reads[name] = group.create_task(self._read(name, endpoint, auth, ctx))
-        except BaseExceptionGroup as failed:
-            raise _first_error(failed) from None
+        done = await gather_all([self._read(name, endpoint, auth, ctx) for name, endpoint in targets.items()])
+        reads = dict(zip(targets, done, strict=True))
         repeated = Counter(resource_name(obj) for obj in objects)
         out: list[Fetched] = []
         for obj in objects:
             name = resource_name(obj)
-            read = reads[name].result()
+            read = reads[name]
             object_id = name if repeated[name] == 1 else f"{name}#{obj.path}"
             out.append(Fetched(obj, object_id, _extract(obj, read.data), read.version))
         return out
@@ -688,19 +682,6 @@ def _extract(obj: SecretObject, data: bytes) -> bytes:
             )
         return value.encode()
     return data
-
-
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The first KeygateError of a failed fan-out (else the first error), for one clear message."""
-    stack: list[BaseException] = [group]
-    flat: list[BaseException] = []
-    while stack:
-        exc = stack.pop(0)
-        if isinstance(exc, BaseExceptionGroup):
-            stack.extend(exc.exceptions)
-        else:
-            flat.append(exc)
-    return next((e for e in flat if isinstance(e, KeygateError)), flat[0])
 
 
 def resource_name(obj: SecretObject) -> str:

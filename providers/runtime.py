@@ -11,10 +11,10 @@ import asyncio
 import random
 import threading
 import time
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from provider.errors import BackendUnavailable, DeadlineExceeded, KeygateError
 from providers.base import FetchContext
@@ -121,3 +121,28 @@ class ClientCache(Generic[K, T]):
 
     def clear(self) -> None:
         self._entries.clear()
+
+
+async def gather_all(calls: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
+    """Run ``calls`` concurrently, all or nothing: on the first failure the rest are cancelled
+    and the most useful error is raised on its own (a KeygateError if any, else the first), so
+    callers report one clear message rather than an exception group."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(call) for call in calls]
+    except BaseExceptionGroup as failed:
+        raise first_error(failed) from None
+    return [task.result() for task in tasks]
+
+
+def first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The most useful error of a failed fan-out: a KeygateError if any, else the first."""
+    flat: list[BaseException] = []
+    stack: list[BaseException] = [group]
+    while stack:
+        exc = stack.pop(0)
+        if isinstance(exc, BaseExceptionGroup):
+            stack.extend(exc.exceptions)
+        else:
+            flat.append(exc)
+    return next((exc for exc in flat if isinstance(exc, KeygateError)), flat[0])
