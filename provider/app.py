@@ -87,21 +87,25 @@ def build_attestor(config: Config) -> Attestor:
 
 
 def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
-    """Construct everything a Mount needs; fails fast (at start-up) on unreadable keys."""
+    """Construct everything a Mount needs; fails fast (at start-up) on unreadable keys or an
+    invalid release policy, so /readyz only ever reports a daemon that can serve."""
+    from provider.attest.audit import AuditLog
+
     readiness = Readiness()
     readiness.set("keys", False, "loading")
+    readiness.set("policy", False, "loading")
     registry = Registry(config.backend_settings())
     if config.backend_settings()["sealed"]["keys"]:
         registry.get("sealed")
     versioner = (
         Versioner.from_file(config.version_key_file) if config.version_key_file else Versioner.random()
     )
-    from provider.attest.audit import AuditLog
-
     readiness.set("keys", True)
+    chosen = attestor or build_attestor(config)
+    readiness.set("policy", True)
     return Mounter(
         registry,
-        attestor or build_attestor(config),
+        chosen,
         versioner,
         timeout=config.mount_timeout,
         write_files=config.write_files,

@@ -7,6 +7,7 @@ version, SPC examples with the SecretProviderClass CRD schema kept in ``tests/cr
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -56,7 +57,15 @@ def by_kind(docs: list[dict], kind: str) -> list[dict]:
 def test_every_rendered_object_validates(rendered, version):
     kinds = sorted(d["kind"] for d in rendered)
     assert kinds == sorted(
-        ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"]
+        [
+            "Namespace",
+            "ServiceAccount",
+            "ClusterRole",
+            "ClusterRoleBinding",
+            "ClusterRoleBinding",
+            "ConfigMap",
+            "DaemonSet",
+        ]
     )
     for doc in rendered:
         kubernetes_validate.validate(doc, version, strict=True)
@@ -122,11 +131,76 @@ def test_daemon_accepts_the_manifest_flags(rendered, short_tmp):
 def test_rbac_is_least_privilege(rendered):
     (role,) = by_kind(rendered, "ClusterRole")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
-    (binding,) = by_kind(rendered, "ClusterRoleBinding")
-    assert binding["subjects"] == [
-        {"kind": "ServiceAccount", "name": "keygate", "namespace": "keygate-system"}
+    bindings = {b["metadata"]["name"]: b for b in by_kind(rendered, "ClusterRoleBinding")}
+    assert set(bindings) == {"keygate", "keygate-issuer-discovery"}
+    for binding in bindings.values():
+        assert binding["subjects"] == [
+            {"kind": "ServiceAccount", "name": "keygate", "namespace": "keygate-system"}
+        ]
+    assert bindings["keygate"]["roleRef"]["name"] == "keygate"
+    assert (
+        bindings["keygate-issuer-discovery"]["roleRef"]["name"] == "system:service-account-issuer-discovery"
+    )
+
+
+def _env(ds: dict, node: str) -> dict[str, str]:
+    """The container's environment as the kubelet would give it (downward API resolved)."""
+    env = {}
+    for item in ds["spec"]["template"]["spec"]["containers"][0]["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
+            env[item["name"]] = node
+    return env
+
+
+def test_rendered_daemonset_configures_working_attestation(rendered, short_tmp):
+    """The manifest's args + env give a daemon that attests: the issuer, audience, node, audit
+    sink and the mounted release policy (the rendered ConfigMap, loaded by the real policy code)."""
+    from provider import config as config_mod
+    from provider.app import build_attestor
+    from provider.attest.attestor import PodAttestor
+    from provider.cli import _parser
+    from provider.devcluster import running
+
+    (ds,) = by_kind(rendered, "DaemonSet")
+    (cm,) = by_kind(rendered, "ConfigMap")
+    container = ds["spec"]["template"]["spec"]["containers"][0]
+    env = _env(ds, "node-7")
+    config = config_mod.load(_parser().parse_args(["serve", *container["args"]]), env)
+    assert config.issuer == "https://kubernetes.default.svc.cluster.local"
+    assert (config.token_audience, config.node_name, config.audit_sink) == ("keygate", "node-7", "stdout")
+    assert not config.insecure_skip_attestation and not config.insecure_skip_image_check
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert config.release_policy == f"{mounts['release-policy']}/policy.yaml"
+    policy_file = short_tmp / "policy.yaml"
+    policy_file.write_text(cm["data"]["policy.yaml"])
+    with running(short_tmp, api_token="t") as kube:
+        local = dataclasses.replace(
+            config,
+            release_policy=str(policy_file),
+            kube_api_url=kube.url,
+            kube_ca=str(kube.ca_file),
+            kube_token_file=str(kube.token_file),
+        )
+        attestor = build_attestor(local)
+        assert isinstance(attestor, PodAttestor)
+        assert attestor.policy.policy.default == "allow" and not attestor.policy.policy.rules
+
+
+def test_pod_watch_component_adds_list_watch_and_turns_it_on(tmp_path):
+    docs = kustomize(_overlay(tmp_path, "resources: [BASE]\ncomponents: [BASE/components/pod-watch]\n"))
+    roles = {d["metadata"]["name"]: d for d in by_kind(docs, "ClusterRole")}
+    assert roles["keygate-pod-watch"]["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
     ]
-    assert binding["roleRef"]["name"] == "keygate"
+    (ds,) = by_kind(docs, "DaemonSet")
+    assert {"name": "KEYGATE_POD_WATCH", "value": "true"} in ds["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
 
 
 def test_release_policy_configmap_is_commented_yaml(rendered):
@@ -134,7 +208,7 @@ def test_release_policy_configmap_is_commented_yaml(rendered):
     assert cm["metadata"]["name"] == "keygate-release-policy"
     text = cm["data"]["policy.yaml"]
     assert "digest" in text and text.lstrip().startswith("#")
-    assert isinstance(yaml.safe_load(text), dict)
+    assert yaml.safe_load(text) == {"default": "allow"}
 
 
 def _overlay(tmp_path: Path, body: str) -> Path:
@@ -150,6 +224,10 @@ def test_tokenreview_component_adds_only_tokenreview_create(tmp_path):
         {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
     ]
     assert roles["keygate"]["rules"][0]["verbs"] == ["get"]
+    (ds,) = by_kind(docs, "DaemonSet")
+    assert {"name": "KEYGATE_TOKEN_REVIEW", "value": "true"} in ds["spec"]["template"]["spec"]["containers"][
+        0
+    ]["env"]
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
 

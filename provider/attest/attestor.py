@@ -7,13 +7,15 @@ only then is the Pod read from the API to check its UID, service account, node a
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
+from provider import metrics
 from provider.attest.images import ImageRules, check_images
 from provider.attest.kube import KubeAPI
 from provider.attest.policy import PolicyStore
 from provider.attest.tokens import TokenVerifier
-from provider.errors import PermissionDenied, Unauthenticated
+from provider.errors import KeygateError, PermissionDenied, Unauthenticated
 from provider.request import ATTR_TOKENS, MountContext
 from providers.base import PodIdentity, SecretObject
 
@@ -59,28 +61,37 @@ class PodAttestor:
         return token
 
     async def attest(self, ctx: MountContext, objects: Sequence[SecretObject]) -> PodIdentity:
+        """Token, release policy, then the Pod and its images; every refusal is counted by a
+        fixed category (``keygate_attestation_denials_total{reason=...}``), never free text."""
         pod = ctx.pod
-        await self.verifier.verify(self._token(ctx), pod)
+        with _denials("token_missing", Unauthenticated):
+            token = self._token(ctx)
+        with _denials("token_invalid", Unauthenticated):
+            await self.verifier.verify(token, pod)
         rule = self.policy.current().rule_for(pod.namespace, pod.service_account)
-        if rule is not None:
-            for obj in objects:
-                rule.check_object(obj, pod.namespace)
+        with _denials("policy_denied", PermissionDenied):
+            if rule is not None:
+                for obj in objects:
+                    rule.check_object(obj, pod.namespace)
         if self.kube is not None:
             where = f"pod {pod.namespace}/{pod.name}"
-            info = await self.kube.get_pod(pod.namespace, pod.name)
-            if info.uid != pod.uid:
-                raise PermissionDenied(
-                    f"{where} in the Kubernetes API has UID {info.uid!r}, not the mount's {pod.uid!r} "
-                    "(the pod was replaced; the kubelet will retry with the new pod)"
-                )
-            if info.service_account != pod.service_account:
-                raise PermissionDenied(
-                    f"{where} runs as service account {info.service_account!r} in the API, "
-                    f"not {pod.service_account!r} as the mount claims"
-                )
-            if self.node_name and info.node_name and info.node_name != self.node_name:
-                raise PermissionDenied(f"{where} is scheduled on node {info.node_name!r}, not this node")
-            check_images(info.containers, rule.images if rule is not None else ImageRules(), where)
+            with _denials("pod_unverifiable", KeygateError):
+                info = await self.kube.get_pod(pod.namespace, pod.name)
+            with _denials("pod_mismatch", PermissionDenied):
+                if info.uid != pod.uid:
+                    raise PermissionDenied(
+                        f"{where} in the Kubernetes API has UID {info.uid!r}, not the mount's {pod.uid!r} "
+                        "(the pod was replaced; the kubelet will retry with the new pod)"
+                    )
+                if info.service_account != pod.service_account:
+                    raise PermissionDenied(
+                        f"{where} runs as service account {info.service_account!r} in the API, "
+                        f"not {pod.service_account!r} as the mount claims"
+                    )
+                if self.node_name and info.node_name and info.node_name != self.node_name:
+                    raise PermissionDenied(f"{where} is scheduled on node {info.node_name!r}, not this node")
+            with _denials("image_policy", PermissionDenied):
+                check_images(info.containers, rule.images if rule is not None else ImageRules(), where)
         return PodIdentity(
             namespace=pod.namespace, name=pod.name, uid=pod.uid, service_account=pod.service_account
         )
@@ -89,3 +100,13 @@ class PodAttestor:
         await self.verifier.aclose()
         if self.kube is not None:
             await self.kube.aclose()
+
+
+@contextlib.contextmanager
+def _denials(reason: str, kind: type[KeygateError]) -> Iterator[None]:
+    """Count a refusal of ``kind`` raised inside the block under the category ``reason``."""
+    try:
+        yield
+    except kind:
+        metrics.record_denial(reason)
+        raise
