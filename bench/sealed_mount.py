@@ -34,7 +34,13 @@ def main() -> None:
                 for i in range(args.objects)
             ]
         )
-        config = Config(socket=str(Path(tmp) / "k.sock"), sealed_key=(str(key_path),))
+        config = Config(
+            socket=str(Path(tmp) / "k.sock"),
+            sealed_key=(str(key_path),),
+            metrics_addr="",
+            insecure_skip_attestation=True,
+            audit_sink=str(Path(tmp) / "audit.jsonl"),
+        )
         request = mount_request("bench", {"objects": objects}, pod)
         with daemon_thread(config), DriverClient(config.socket) as client:
             for _ in range(50):

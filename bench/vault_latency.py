@@ -59,7 +59,13 @@ def main() -> None:
                 f"app/bench{i}", {"value": f"v{i}" * 8}, mount_point="secret"
             )
         with tempfile.TemporaryDirectory(prefix="kg-") as tmp:
-            config = Config(socket=str(Path(tmp) / "b.sock"), log_level="warning")
+            config = Config(
+                socket=str(Path(tmp) / "b.sock"),
+                log_level="warning",
+                metrics_addr="",
+                insecure_skip_attestation=True,
+                audit_sink=str(Path(tmp) / "audit.jsonl"),
+            )
             with daemon_thread(config) as mounter, DriverClient(config.socket) as client:
                 for label, cold in (("warm", False), ("cold", True)):
                     samples = measure(client, vault, args.mounts, cold)

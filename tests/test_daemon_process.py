@@ -140,6 +140,14 @@ def test_sigterm_finishes_in_flight_mounts(short_tmp):
         assert r.files[0].contents == b"done"
     log = proc.stderr.read().decode() if proc.stderr else ""
     assert "draining" in log
+    started = time.perf_counter()
+    again, sock = start_serve(short_tmp, "--config", str(cfg))
+    restart_seconds = time.perf_counter() - started
+    try:
+        assert restart_seconds < 3.0, f"restarted daemon served Version after {restart_seconds:.2f}s"
+    finally:
+        again.send_signal(signal.SIGTERM)
+        again.wait(20)
 
 
 def test_keygen_seal_and_mount_with_the_cli(short_tmp):
