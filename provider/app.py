@@ -15,8 +15,11 @@ from providers.registry import Registry
 log = logging.getLogger("keygate")
 
 
-def build_attestor(config: Config) -> Attestor:
-    """The pod attestor the config describes; refuses to start on a config that cannot verify."""
+def build_attestor(config: Config, readiness: Readiness | None = None) -> Attestor:
+    """The pod attestor the config describes; refuses to start on a config that cannot verify.
+
+    ``readiness`` receives the release policy's ``policy`` condition.
+    """
     if config.insecure_skip_attestation:
         log.warning(
             "INSECURE: attestation is off (insecure_skip_attestation); any pod on this node "
@@ -28,7 +31,7 @@ def build_attestor(config: Config) -> Attestor:
     from provider.attest.policy import PolicyStore
     from provider.attest.tokens import HTTPSettings, KeySource, OIDCKeys, StaticKeys, TokenVerifier
 
-    policy = PolicyStore(config.release_policy)
+    policy = PolicyStore(config.release_policy, readiness)
     need_kube = config.token_review or not config.insecure_skip_image_check
     kube = (
         KubeAPI(
@@ -98,7 +101,7 @@ def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
     readiness.set("keys", True)
     return Mounter(
         registry,
-        attestor or build_attestor(config),
+        attestor or build_attestor(config, readiness),
         versioner,
         timeout=config.mount_timeout,
         write_files=config.write_files,

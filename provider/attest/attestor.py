@@ -9,15 +9,21 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from provider import metrics
 from provider.attest.images import ImageRules, check_images
 from provider.attest.kube import KubeAPI
 from provider.attest.policy import PolicyStore
+from provider.attest.reasons import Denial, reason_of, tag
 from provider.attest.tokens import TokenVerifier
-from provider.errors import PermissionDenied, Unauthenticated
+from provider.errors import KeygateError, PermissionDenied, Unauthenticated
 from provider.request import ATTR_TOKENS, MountContext
 from providers.base import PodIdentity, SecretObject
 
 CSI_DRIVER = "secrets-store.csi.k8s.io"
+
+
+def _pod_mismatch(message: str) -> PermissionDenied:
+    return tag(PermissionDenied(message), Denial.POD_MISMATCH)
 
 
 class PodAttestor:
@@ -46,19 +52,35 @@ class PodAttestor:
             "(and requiresRepublish: true so tokens are renewed)"
         )
         if not ctx.tokens_present:
-            raise Unauthenticated(
-                f"the mount carries no service-account token ({ATTR_TOKENS} is absent); {hint}"
+            raise tag(
+                Unauthenticated(
+                    f"the mount carries no service-account token ({ATTR_TOKENS} is absent); {hint}"
+                ),
+                Denial.TOKEN_MISSING,
             )
         token = ctx.tokens.get(self.audience)
         if token is None:
             have = ", ".join(repr(a) for a in sorted(ctx.tokens)) or "none"
-            raise Unauthenticated(
-                f"the mount carries no token for audience {self.audience!r} "
-                f"(audiences present: {have}); {hint}"
+            raise tag(
+                Unauthenticated(
+                    f"the mount carries no token for audience {self.audience!r} "
+                    f"(audiences present: {have}); {hint}"
+                ),
+                Denial.TOKEN_MISSING,
             )
         return token
 
     async def attest(self, ctx: MountContext, objects: Sequence[SecretObject]) -> PodIdentity:
+        """Attest, counting every refusal in ``keygate_attestation_denials_total`` by category."""
+        try:
+            return await self._attest(ctx, objects)
+        except KeygateError as exc:
+            reason = reason_of(exc)
+            tag(exc, reason)
+            metrics.record_denial(reason.value)
+            raise
+
+    async def _attest(self, ctx: MountContext, objects: Sequence[SecretObject]) -> PodIdentity:
         pod = ctx.pod
         await self.verifier.verify(self._token(ctx), pod)
         rule = self.policy.current().rule_for(pod.namespace, pod.service_account)
@@ -69,17 +91,17 @@ class PodAttestor:
             where = f"pod {pod.namespace}/{pod.name}"
             info = await self.kube.get_pod(pod.namespace, pod.name)
             if info.uid != pod.uid:
-                raise PermissionDenied(
+                raise _pod_mismatch(
                     f"{where} in the Kubernetes API has UID {info.uid!r}, not the mount's {pod.uid!r} "
                     "(the pod was replaced; the kubelet will retry with the new pod)"
                 )
             if info.service_account != pod.service_account:
-                raise PermissionDenied(
+                raise _pod_mismatch(
                     f"{where} runs as service account {info.service_account!r} in the API, "
                     f"not {pod.service_account!r} as the mount claims"
                 )
             if self.node_name and info.node_name and info.node_name != self.node_name:
-                raise PermissionDenied(f"{where} is scheduled on node {info.node_name!r}, not this node")
+                raise _pod_mismatch(f"{where} is scheduled on node {info.node_name!r}, not this node")
             check_images(info.containers, rule.images if rule is not None else ImageRules(), where)
         return PodIdentity(
             namespace=pod.namespace, name=pod.name, uid=pod.uid, service_account=pod.service_account

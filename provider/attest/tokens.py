@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from provider.attest.reasons import Denial, tag
 from provider.errors import BackendUnavailable, KeygateError, Unauthenticated
 from provider.request import PodAttributes
 
@@ -65,8 +66,12 @@ class KeySource(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _reject(why: str) -> Unauthenticated:
-    return Unauthenticated(f"the service-account token {why}")
+def _reject(why: str, reason: Denial = Denial.TOKEN_INVALID) -> Unauthenticated:
+    return tag(Unauthenticated(f"the service-account token {why}"), reason)
+
+
+def _mismatch(why: str) -> Unauthenticated:
+    return _reject(why, Denial.TOKEN_POD_MISMATCH)
 
 
 def _kty_for(alg: str) -> str:
@@ -408,7 +413,8 @@ class TokenVerifier:
                 last = exc
             except jwt.ExpiredSignatureError:
                 raise _reject(
-                    "has expired (the kubelet renews it when the CSIDriver sets requiresRepublish: true)"
+                    "has expired (the kubelet renews it when the CSIDriver sets requiresRepublish: true)",
+                    Denial.TOKEN_EXPIRED,
                 ) from None
             except jwt.ImmatureSignatureError:
                 raise _reject(
@@ -460,18 +466,20 @@ class TokenVerifier:
 
     def _compare(self, got: VerifiedToken, pod: PodAttributes) -> None:
         if got.namespace != pod.namespace:
-            raise _reject(f"belongs to namespace {got.namespace!r}, but the mount is for {pod.namespace!r}")
+            raise _mismatch(f"belongs to namespace {got.namespace!r}, but the mount is for {pod.namespace!r}")
         if got.service_account != pod.service_account:
-            raise _reject(
+            raise _mismatch(
                 f"belongs to service account {got.service_account!r}, "
                 f"but the pod runs as {pod.service_account!r}"
             )
         if got.pod_name != pod.name:
-            raise _reject(f"belongs to pod {got.pod_name!r}, but the mount is for pod {pod.name!r}")
+            raise _mismatch(f"belongs to pod {got.pod_name!r}, but the mount is for pod {pod.name!r}")
         if got.pod_uid != pod.uid:
-            raise _reject(f"belongs to pod UID {got.pod_uid!r}, but the mount is for pod UID {pod.uid!r}")
+            raise _mismatch(f"belongs to pod UID {got.pod_uid!r}, but the mount is for pod UID {pod.uid!r}")
         if self.node_name and got.node_name is not None and got.node_name != self.node_name:
-            raise _reject(f"was minted for a pod on node {got.node_name!r}, not this node {self.node_name!r}")
+            raise _mismatch(
+                f"was minted for a pod on node {got.node_name!r}, not this node {self.node_name!r}"
+            )
 
     async def _review(self, token: str, pod: PodAttributes) -> VerifiedToken:
         assert self.kube is not None
