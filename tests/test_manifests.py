@@ -345,3 +345,41 @@ def test_spc_schema_rejects_what_the_api_server_would():
     ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, SPC_SCHEMA)
+
+
+def _doc_overlay(heading: str) -> str:
+    """The kustomization shown in docs/install.md under ``heading`` (so the docs stay true)."""
+    text = (ROOT / "docs" / "install.md").read_text()
+    section = text[text.index(heading) :]
+    block = section[section.index("```yaml\n") + len("```yaml\n") :]
+    return block[: block.index("```")]
+
+
+def test_documented_issuer_overlay_sets_the_issuer(tmp_path, short_tmp):
+    body = _doc_overlay("### 2. Set the cluster's service-account issuer").replace(
+        "../keygate/daemonset", "BASE"
+    )
+    docs = kustomize(_overlay(tmp_path, body))
+    (ds,) = by_kind(docs, "DaemonSet")
+    config = _manifest_config(ds, short_tmp / "policy.yaml", "node-a")
+    assert config.issuer == "https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE"
+    assert config.token_audience == "keygate" and config.node_name == "node-a"
+
+
+def test_documented_tokenreview_overlay_turns_the_mode_on(tmp_path, short_tmp, kube):
+    from provider.app import build_attestor
+    from provider.attest.attestor import PodAttestor
+
+    body = _doc_overlay("### 5. Optional: TokenReview attestation").replace("../keygate/daemonset", "BASE")
+    docs = kustomize(_overlay(tmp_path, body))
+    assert "keygate-tokenreview" in {d["metadata"]["name"] for d in by_kind(docs, "ClusterRoleBinding")}
+    (ds,) = by_kind(docs, "DaemonSet")
+    policy = short_tmp / "policy.yaml"
+    policy.write_text("default: allow\n")
+    config = _manifest_config(ds, policy, "node-a")
+    assert config.token_review is True
+    local = dataclasses.replace(
+        config, kube_api_url=kube.url, kube_ca=str(kube.ca_file), kube_token_file=str(kube.token_file)
+    )
+    attestor = build_attestor(local)
+    assert isinstance(attestor, PodAttestor) and attestor.verifier.keys is None
