@@ -15,8 +15,11 @@ from providers.registry import Registry
 log = logging.getLogger("keygate")
 
 
-def build_attestor(config: Config) -> Attestor:
-    """The pod attestor the config describes; refuses to start on a config that cannot verify."""
+def build_attestor(config: Config, readiness: Readiness | None = None) -> Attestor:
+    """The pod attestor the config describes; refuses to start on a config that cannot verify.
+
+    ``readiness`` receives the release policy's ``policy`` condition.
+    """
     if config.insecure_skip_attestation:
         log.warning(
             "INSECURE: attestation is off (insecure_skip_attestation); any pod on this node "
@@ -30,7 +33,7 @@ def build_attestor(config: Config) -> Attestor:
 
     if config.pod_watch and not config.node_name:
         raise KeygateError("pod_watch needs node_name (set it from the downward API: spec.nodeName)")
-    policy = PolicyStore(config.release_policy)
+    policy = PolicyStore(config.release_policy, readiness)
     need_kube = config.token_review or not config.insecure_skip_image_check
     kube = (
         KubeAPI(
@@ -93,7 +96,6 @@ def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
 
     readiness = Readiness()
     readiness.set("keys", False, "loading")
-    readiness.set("policy", False, "loading")
     registry = Registry(config.backend_settings())
     if config.backend_settings()["sealed"]["keys"]:
         registry.get("sealed")
@@ -101,11 +103,9 @@ def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
         Versioner.from_file(config.version_key_file) if config.version_key_file else Versioner.random()
     )
     readiness.set("keys", True)
-    chosen = attestor or build_attestor(config)
-    readiness.set("policy", True)
     return Mounter(
         registry,
-        chosen,
+        attestor or build_attestor(config, readiness),
         versioner,
         timeout=config.mount_timeout,
         write_files=config.write_files,

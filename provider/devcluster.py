@@ -197,6 +197,9 @@ class DevCluster:
         self.ca_file = workdir / "kube-ca.crt"
         self.token_file = workdir / "kube-token"
         self.issuer = ""
+        # As on a real cluster (system:service-account-issuer-discovery): discovery needs a token.
+        self.discovery_requires_auth = False
+        self.published_jwks_uri = ""  # what discovery names; default: this server's own JWKS
 
     # --- keys and tokens -------------------------------------------------------------------
     def add_key(self, kind: str = "rsa") -> SigningKey:
@@ -381,13 +384,16 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         cluster = self.cluster
         path = self.path.split("?", 1)[0]
+        discovery = path in ("/.well-known/openid-configuration", "/openid/v1/jwks")
+        if discovery and cluster.discovery_requires_auth and not self._authorized():
+            return
         if path == "/.well-known/openid-configuration":
             cluster.hits["discovery"] += 1
             self._send(
                 200,
                 {
                     "issuer": cluster.issuer,
-                    "jwks_uri": f"{cluster.url}/openid/v1/jwks",
+                    "jwks_uri": cluster.published_jwks_uri or f"{cluster.url}/openid/v1/jwks",
                     "response_types_supported": ["id_token"],
                     "subject_types_supported": ["public"],
                     "id_token_signing_alg_values_supported": sorted({k.alg for k in cluster.keys}),

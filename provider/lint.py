@@ -21,6 +21,7 @@ from typing import Any
 import yaml
 
 from provider import spc as spc_mod
+from provider.attest.images import DIGEST_RE, parse_image
 from provider.errors import BackendUnavailable, InvalidSPC, KeygateError
 from provider.files import parse_mode
 from providers.base import SecretObject
@@ -78,7 +79,6 @@ BACKEND_FIELDS: dict[str, frozenset[str]] = {
     "gcp": frozenset({"resourceName", "extractJSONKey", "extractYAMLKey"}),
     "aws": frozenset({"objectType", "objectVersion", "objectVersionLabel", "jmesPath", "failoverObject"}),
 }
-DIGEST_RE = re.compile(r"@sha256:[0-9a-f]{64}$")
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
@@ -824,7 +824,7 @@ class Linter:
                 line = doc.line(*path, group, i, "image")
                 if not isinstance(image, str) or not image:
                     self.add("error", doc, line, ctx, f"container {cname!r} has no image")
-                elif "@" in image and not DIGEST_RE.search(image):
+                elif (digest := parse_image(image).digest) is not None and not DIGEST_RE.match(digest):
                     self.add(
                         "error",
                         doc,
@@ -833,7 +833,7 @@ class Linter:
                         f"container {cname!r}: image {image!r} has a malformed digest "
                         "(expected @sha256: and 64 lowercase hex digits)",
                     )
-                elif "@" not in image:
+                elif digest is None:
                     self.add(
                         "error",
                         doc,

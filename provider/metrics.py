@@ -78,7 +78,7 @@ CACHE_MISSES = Counter(
 )
 ATTESTATION_DENIALS = Counter(
     "keygate_attestation_denials",
-    "Mounts refused by attestation, by reason category (e.g. token_expired, image_not_pinned).",
+    "Mounts refused by attestation, by reason category (token_missing, image_unpinned, ...).",
     ("reason",),
     registry=REGISTRY,
 )

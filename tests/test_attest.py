@@ -516,30 +516,3 @@ def test_a_verified_token_is_not_reverified_but_its_binding_and_expiry_are(
     time.sleep(1.3)
     refused(d, request_for(node_key, pod, expiring), UNAUTH, "has expired")
 
-
-def test_denials_are_counted_by_category_on_the_metrics_endpoint(attest_daemon, kube: DevCluster, node_key):
-    from tests.ops_helpers import free_port, http_get, samples, value
-
-    port = free_port()
-    d = attest_daemon(metrics_addr=f"127.0.0.1:{port}")
-    scrape = samples(http_get(f"http://127.0.0.1:{port}/metrics")[1])
-    before = {
-        reason: value(scrape, "keygate_attestation_denials_total", reason=reason)
-        for reason in ("token_missing", "token_invalid", "image_policy", "pod_mismatch")
-    }
-    pod = make_pod(kube)
-    tagged = make_pod(
-        kube, name="tagged-0", uid="aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee", images={"app": "nginx:1.27"}
-    )
-    refused(d, request_for(node_key, pod, None), UNAUTH, "no service-account token")
-    refused(d, request_for(node_key, pod, kube.mint(pod)[:-4]), UNAUTH)
-    refused(d, request_for(node_key, tagged, kube.mint(tagged)), DENIED, "not pinned by digest")
-    replaced = dataclasses.replace(pod, uid="12121212-3434-4565-8787-909090909090")
-    refused(d, request_for(node_key, replaced, kube.mint(replaced)), DENIED, "has UID")
-    status, ready = http_get(f"http://127.0.0.1:{port}/readyz")
-    assert status == 200 and "policy" in ready
-    text = http_get(f"http://127.0.0.1:{port}/metrics")[1]
-    after = samples(text)
-    for reason in before:
-        assert value(after, "keygate_attestation_denials_total", reason=reason) == before[reason] + 1, reason
-    assert pod.name not in text and "nginx" not in text

@@ -347,3 +347,31 @@ def test_lint_and_daemon_agree(tmp_path, capsys, start_daemon, objects):
     assert code == 1
     tail = daemon_message.split(": ", 1)[1] if daemon_message.startswith("objects[") else daemon_message
     assert tail in out, (tail, out)
+
+
+@pytest.mark.parametrize(
+    "image",
+    [
+        IMAGE,
+        f"ghcr.io/acme/app@{DIGEST}",
+        "nginx:1.27",
+        "localhost:5000/app",
+        f"nginx@{DIGEST.upper().replace('SHA256', 'sha256')}",
+        "nginx@sha512:" + "ab" * 64,
+        "nginx@sha256:abc",
+    ],
+)
+def test_lint_and_the_daemon_agree_on_digest_pinning(image, tmp_path, capsys):
+    """lint reads images with the attestation code's parser, so it flags exactly what is refused."""
+    from provider.attest.images import ImageRules, check_images
+    from provider.attest.kube import Container
+    from provider.errors import PermissionDenied
+
+    try:
+        check_images([Container("container", "web", image)], ImageRules(), "pod shop/web")
+        refused = False
+    except PermissionDenied:
+        refused = True
+    _, out = lint(tmp_path, capsys, spc("- objectName: a\n  sealed: x\n"), pod(image))
+    flagged = f"image {image!r}" in out
+    assert flagged == refused, out

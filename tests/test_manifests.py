@@ -16,12 +16,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
 import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
 
 from provider.cli import main
+from provider.driver_client import mount_request
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "daemonset"
@@ -132,83 +134,141 @@ def test_rbac_is_least_privilege(rendered):
     (role,) = by_kind(rendered, "ClusterRole")
     assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
     bindings = {b["metadata"]["name"]: b for b in by_kind(rendered, "ClusterRoleBinding")}
-    assert set(bindings) == {"keygate", "keygate-issuer-discovery"}
+    assert {name: b["roleRef"]["name"] for name, b in bindings.items()} == {
+        "keygate": "keygate",
+        "keygate-issuer-discovery": "system:service-account-issuer-discovery",
+    }
     for binding in bindings.values():
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": "keygate", "namespace": "keygate-system"}
         ]
-    assert bindings["keygate"]["roleRef"]["name"] == "keygate"
-    assert (
-        bindings["keygate-issuer-discovery"]["roleRef"]["name"] == "system:service-account-issuer-discovery"
-    )
-
-
-def _env(ds: dict, node: str) -> dict[str, str]:
-    """The container's environment as the kubelet would give it (downward API resolved)."""
-    env = {}
-    for item in ds["spec"]["template"]["spec"]["containers"][0]["env"]:
-        if "value" in item:
-            env[item["name"]] = item["value"]
-        else:
-            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName"
-            env[item["name"]] = node
-    return env
-
-
-def test_rendered_daemonset_configures_working_attestation(rendered, short_tmp):
-    """The manifest's args + env give a daemon that attests: the issuer, audience, node, audit
-    sink and the mounted release policy (the rendered ConfigMap, loaded by the real policy code)."""
-    from provider import config as config_mod
-    from provider.app import build_attestor
-    from provider.attest.attestor import PodAttestor
-    from provider.cli import _parser
-    from provider.devcluster import running
-
+    (sa,) = by_kind(rendered, "ServiceAccount")
     (ds,) = by_kind(rendered, "DaemonSet")
-    (cm,) = by_kind(rendered, "ConfigMap")
-    container = ds["spec"]["template"]["spec"]["containers"][0]
-    env = _env(ds, "node-7")
-    config = config_mod.load(_parser().parse_args(["serve", *container["args"]]), env)
-    assert config.issuer == "https://kubernetes.default.svc.cluster.local"
-    assert (config.token_audience, config.node_name, config.audit_sink) == ("keygate", "node-7", "stdout")
-    assert not config.insecure_skip_attestation and not config.insecure_skip_image_check
-    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
-    assert config.release_policy == f"{mounts['release-policy']}/policy.yaml"
-    policy_file = short_tmp / "policy.yaml"
-    policy_file.write_text(cm["data"]["policy.yaml"])
-    with running(short_tmp, api_token="t") as kube:
-        local = dataclasses.replace(
-            config,
-            release_policy=str(policy_file),
-            kube_api_url=kube.url,
-            kube_ca=str(kube.ca_file),
-            kube_token_file=str(kube.token_file),
-        )
-        attestor = build_attestor(local)
-        assert isinstance(attestor, PodAttestor)
-        assert attestor.policy.policy.default == "allow" and not attestor.policy.policy.rules
+    assert sa["automountServiceAccountToken"] is True
+    assert ds["spec"]["template"]["spec"]["automountServiceAccountToken"] is True
 
 
-def test_pod_watch_component_adds_list_watch_and_turns_it_on(tmp_path):
-    docs = kustomize(_overlay(tmp_path, "resources: [BASE]\ncomponents: [BASE/components/pod-watch]\n"))
-    roles = {d["metadata"]["name"]: d for d in by_kind(docs, "ClusterRole")}
-    assert roles["keygate-pod-watch"]["rules"] == [
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
-    ]
-    (ds,) = by_kind(docs, "DaemonSet")
-    assert {"name": "KEYGATE_POD_WATCH", "value": "true"} in ds["spec"]["template"]["spec"]["containers"][0][
-        "env"
-    ]
-    for doc in docs:
-        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+def test_release_policy_configmap_loads_with_the_real_policy_store(rendered, tmp_path):
+    from provider.attest.policy import PolicyStore
 
-
-def test_release_policy_configmap_is_commented_yaml(rendered):
     (cm,) = by_kind(rendered, "ConfigMap")
     assert cm["metadata"]["name"] == "keygate-release-policy"
     text = cm["data"]["policy.yaml"]
-    assert "digest" in text and text.lstrip().startswith("#")
-    assert yaml.safe_load(text) == {"default": "allow"}
+    assert text.lstrip().startswith("#")
+    path = tmp_path / "policy.yaml"
+    path.write_text(text)
+    policy = PolicyStore(str(path)).current()
+    assert policy.default == "allow" and policy.rules == ()
+
+    # The commented example, uncommented, is a valid policy too (and says what it seems to say).
+    example = [line.removeprefix("# ") for line in text.splitlines() if line.startswith("# ")]
+    start = example.index("default: deny")
+    path.write_text("\n".join(example[start:]).replace("<64 hex>", "a" * 64) + "\n")
+    example_policy = PolicyStore(str(path)).current()
+    (rule,) = example_policy.rules
+    assert example_policy.default == "deny"
+    assert (rule.name, rule.namespaces, rule.service_accounts, rule.backends) == (
+        "payments",
+        ("payments",),
+        ("api",),
+        ("vault",),
+    )
+    assert rule.images.allowed_digests == {"sha256:" + "a" * 64}
+
+
+def _manifest_config(ds: dict, policy_path: Path, node: str):
+    """The Config the daemon builds from the DaemonSet's env (downward API resolved) and args."""
+    from provider import config as config_mod
+    from provider.cli import _parser
+
+    pod = ds["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env: dict[str, str] = {}
+    for item in container["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            assert item["valueFrom"] == {"fieldRef": {"fieldPath": "spec.nodeName"}}, item
+            env[item["name"]] = node
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    assert env["KEYGATE_RELEASE_POLICY"] == mounts["release-policy"] + "/policy.yaml"
+    env["KEYGATE_RELEASE_POLICY"] = str(policy_path)
+    parsed = _parser().parse_args(["serve", *container["args"]])
+    return config_mod.load(parsed, env)
+
+
+def test_the_manifests_configure_a_daemon_that_attests(rendered, start_daemon, kube, node_key, capsys):
+    """The DaemonSet's own settings, against an API server that behaves like a cluster's.
+
+    As in a pod: the issuer is ``kubernetes.default.svc.cluster.local`` (another origin than the
+    API address), discovery needs the daemon's credentials, and the published jwks_uri (the API
+    server's external address) is unreachable. Only the kube connection and files are local.
+    """
+    from provider.app import build_attestor
+    from provider.attest.attestor import PodAttestor
+    from tests.kubeapi import NODE, driver_pod, make_pod, pinned
+    from tests.test_attest import SECRET, spc
+
+    (ds,) = by_kind(rendered, "DaemonSet")
+    (cm,) = by_kind(rendered, "ConfigMap")
+    policy_path = Path(kube.workdir) / "policy.yaml"
+    policy_path.write_text(cm["data"]["policy.yaml"])
+    config = _manifest_config(ds, policy_path, NODE)
+    component = yaml.safe_load((BASE / "components" / "csidriver" / "patch.yaml").read_text())
+    assert [{"audience": config.token_audience}] == component["spec"]["tokenRequests"]
+    assert config.issuer == "https://kubernetes.default.svc.cluster.local"
+    assert (config.node_name, config.audit_sink) == (NODE, "stdout")
+    assert not (config.insecure_skip_attestation or config.insecure_skip_image_check or config.token_review)
+    assert not (config.kube_api_url or config.jwks_file or config.issuer_key_file)
+
+    kube.issuer = config.issuer
+    kube.discovery_requires_auth = True
+    kube.published_jwks_uri = "https://192.0.2.1:6443/openid/v1/jwks"
+    local = {
+        "kube_api_url": kube.url,
+        "kube_ca": str(kube.ca_file),
+        "kube_token_file": str(kube.token_file),
+    }
+    assert isinstance(build_attestor(dataclasses.replace(config, **local)), PodAttestor)
+    settings = {
+        k: getattr(config, k)
+        for k in (
+            "issuer",
+            "token_audience",
+            "node_name",
+            "audit_sink",
+            "release_policy",
+            "insecure_skip_attestation",
+            "insecure_skip_image_check",
+            "token_review",
+            "mount_timeout",
+        )
+    }
+    d = start_daemon(**settings, **local)
+    pod = make_pod(kube, images={"app": pinned("ghcr.io/acme/app")})
+    token = kube.mint(pod, audience=config.token_audience)
+    resp = d.client.mount(
+        mount_request("app-secrets", spc(node_key), driver_pod(pod, token, config.token_audience))
+    )
+    assert resp.files[0].contents == SECRET
+    assert kube.hits["discovery"] >= 1 and kube.hits["jwks"] == 1
+
+    tagged = make_pod(kube, name="tagged", images={"app": "nginx:1.27"})
+    with pytest.raises(grpc.RpcError) as denied:
+        d.client.mount(
+            mount_request(
+                "app-secrets",
+                spc(node_key),
+                driver_pod(tagged, kube.mint(tagged, audience=config.token_audience), config.token_audience),
+            )
+        )
+    assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    audit = [json.loads(x) for x in capsys.readouterr().out.splitlines() if "keygate.audit/v1" in x]
+    assert [(r["decision"], r["node"], r["pod"]["name"]) for r in audit] == [
+        ("release", NODE, "app-0"),
+        ("deny", NODE, "tagged"),
+    ]
+    assert SECRET.decode() not in json.dumps(audit)
 
 
 def _overlay(tmp_path: Path, body: str) -> Path:
@@ -224,10 +284,6 @@ def test_tokenreview_component_adds_only_tokenreview_create(tmp_path):
         {"apiGroups": ["authentication.k8s.io"], "resources": ["tokenreviews"], "verbs": ["create"]}
     ]
     assert roles["keygate"]["rules"][0]["verbs"] == ["get"]
-    (ds,) = by_kind(docs, "DaemonSet")
-    assert {"name": "KEYGATE_TOKEN_REVIEW", "value": "true"} in ds["spec"]["template"]["spec"]["containers"][
-        0
-    ]["env"]
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
 
@@ -289,3 +345,56 @@ def test_spc_schema_rejects_what_the_api_server_would():
     ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(broken, SPC_SCHEMA)
+
+
+def _doc_overlay(heading: str) -> str:
+    """The kustomization shown in docs/install.md under ``heading`` (so the docs stay true)."""
+    text = (ROOT / "docs" / "install.md").read_text()
+    section = text[text.index(heading) :]
+    block = section[section.index("```yaml\n") + len("```yaml\n") :]
+    return block[: block.index("```")]
+
+
+def test_documented_issuer_overlay_sets_the_issuer(tmp_path, short_tmp):
+    body = _doc_overlay("### 2. Set the cluster's service-account issuer").replace(
+        "../keygate/daemonset", "BASE"
+    )
+    docs = kustomize(_overlay(tmp_path, body))
+    (ds,) = by_kind(docs, "DaemonSet")
+    config = _manifest_config(ds, short_tmp / "policy.yaml", "node-a")
+    assert config.issuer == "https://oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLE"
+    assert config.token_audience == "keygate" and config.node_name == "node-a"
+
+
+def test_documented_tokenreview_overlay_turns_the_mode_on(tmp_path, short_tmp, kube):
+    from provider.app import build_attestor
+    from provider.attest.attestor import PodAttestor
+
+    body = _doc_overlay("### 5. Optional: TokenReview attestation").replace("../keygate/daemonset", "BASE")
+    docs = kustomize(_overlay(tmp_path, body))
+    assert "keygate-tokenreview" in {d["metadata"]["name"] for d in by_kind(docs, "ClusterRoleBinding")}
+    (ds,) = by_kind(docs, "DaemonSet")
+    policy = short_tmp / "policy.yaml"
+    policy.write_text("default: allow\n")
+    config = _manifest_config(ds, policy, "node-a")
+    assert config.token_review is True
+    local = dataclasses.replace(
+        config, kube_api_url=kube.url, kube_ca=str(kube.ca_file), kube_token_file=str(kube.token_file)
+    )
+    attestor = build_attestor(local)
+    assert isinstance(attestor, PodAttestor) and attestor.verifier.keys is None
+
+
+def test_pod_watch_component_adds_list_watch_and_turns_it_on(tmp_path):
+    docs = kustomize(_overlay(tmp_path, "resources: [BASE]\ncomponents: [BASE/components/pod-watch]\n"))
+    roles = {d["metadata"]["name"]: d for d in by_kind(docs, "ClusterRole")}
+    assert roles["keygate-pod-watch"]["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]}
+    ]
+    assert roles["keygate"]["rules"][0]["verbs"] == ["get"]
+    (ds,) = by_kind(docs, "DaemonSet")
+    env = ds["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "KEYGATE_POD_WATCH", "value": "true"} in env
+    assert any(e["name"] == "KEYGATE_NODE_NAME" for e in env), "the watch needs the node name"
+    for doc in docs:
+        kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)

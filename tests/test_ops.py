@@ -168,7 +168,7 @@ def test_http_health_and_readiness_with_a_policy_hook(start_daemon):
     assert status == 200
     ready = json.loads(body)
     assert ready["ready"] is True
-    assert set(ready["conditions"]) == {"socket", "keys", "policy"}
+    assert set(ready["conditions"]) == {"socket", "keys"}
 
     d.mounter.readiness.set("policy", False, "release policy not loaded yet")
     status, body = http_get(base + "/readyz")

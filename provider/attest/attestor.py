@@ -7,19 +7,23 @@ only then is the Pod read from the API to check its UID, service account, node a
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
 from provider import metrics
 from provider.attest.images import ImageRules, check_images
 from provider.attest.kube import KubeAPI
 from provider.attest.policy import PolicyStore
+from provider.attest.reasons import Denial, reason_of, tag
 from provider.attest.tokens import TokenVerifier
 from provider.errors import KeygateError, PermissionDenied, Unauthenticated
 from provider.request import ATTR_TOKENS, MountContext
 from providers.base import PodIdentity, SecretObject
 
 CSI_DRIVER = "secrets-store.csi.k8s.io"
+
+
+def _pod_mismatch(message: str) -> PermissionDenied:
+    return tag(PermissionDenied(message), Denial.POD_MISMATCH)
 
 
 class PodAttestor:
@@ -48,50 +52,57 @@ class PodAttestor:
             "(and requiresRepublish: true so tokens are renewed)"
         )
         if not ctx.tokens_present:
-            raise Unauthenticated(
-                f"the mount carries no service-account token ({ATTR_TOKENS} is absent); {hint}"
+            raise tag(
+                Unauthenticated(
+                    f"the mount carries no service-account token ({ATTR_TOKENS} is absent); {hint}"
+                ),
+                Denial.TOKEN_MISSING,
             )
         token = ctx.tokens.get(self.audience)
         if token is None:
             have = ", ".join(repr(a) for a in sorted(ctx.tokens)) or "none"
-            raise Unauthenticated(
-                f"the mount carries no token for audience {self.audience!r} "
-                f"(audiences present: {have}); {hint}"
+            raise tag(
+                Unauthenticated(
+                    f"the mount carries no token for audience {self.audience!r} "
+                    f"(audiences present: {have}); {hint}"
+                ),
+                Denial.TOKEN_MISSING,
             )
         return token
 
     async def attest(self, ctx: MountContext, objects: Sequence[SecretObject]) -> PodIdentity:
-        """Token, release policy, then the Pod and its images; every refusal is counted by a
-        fixed category (``keygate_attestation_denials_total{reason=...}``), never free text."""
+        """Attest, counting every refusal in ``keygate_attestation_denials_total`` by category."""
+        try:
+            return await self._attest(ctx, objects)
+        except KeygateError as exc:
+            reason = reason_of(exc)
+            tag(exc, reason)
+            metrics.record_denial(reason.value)
+            raise
+
+    async def _attest(self, ctx: MountContext, objects: Sequence[SecretObject]) -> PodIdentity:
         pod = ctx.pod
-        with _denials("token_missing", Unauthenticated):
-            token = self._token(ctx)
-        with _denials("token_invalid", Unauthenticated):
-            await self.verifier.verify(token, pod)
+        await self.verifier.verify(self._token(ctx), pod)
         rule = self.policy.current().rule_for(pod.namespace, pod.service_account)
-        with _denials("policy_denied", PermissionDenied):
-            if rule is not None:
-                for obj in objects:
-                    rule.check_object(obj, pod.namespace)
+        if rule is not None:
+            for obj in objects:
+                rule.check_object(obj, pod.namespace)
         if self.kube is not None:
             where = f"pod {pod.namespace}/{pod.name}"
-            with _denials("pod_unverifiable", KeygateError):
-                info = await self.kube.get_pod(pod.namespace, pod.name)
-            with _denials("pod_mismatch", PermissionDenied):
-                if info.uid != pod.uid:
-                    raise PermissionDenied(
-                        f"{where} in the Kubernetes API has UID {info.uid!r}, not the mount's {pod.uid!r} "
-                        "(the pod was replaced; the kubelet will retry with the new pod)"
-                    )
-                if info.service_account != pod.service_account:
-                    raise PermissionDenied(
-                        f"{where} runs as service account {info.service_account!r} in the API, "
-                        f"not {pod.service_account!r} as the mount claims"
-                    )
-                if self.node_name and info.node_name and info.node_name != self.node_name:
-                    raise PermissionDenied(f"{where} is scheduled on node {info.node_name!r}, not this node")
-            with _denials("image_policy", PermissionDenied):
-                check_images(info.containers, rule.images if rule is not None else ImageRules(), where)
+            info = await self.kube.get_pod(pod.namespace, pod.name)
+            if info.uid != pod.uid:
+                raise _pod_mismatch(
+                    f"{where} in the Kubernetes API has UID {info.uid!r}, not the mount's {pod.uid!r} "
+                    "(the pod was replaced; the kubelet will retry with the new pod)"
+                )
+            if info.service_account != pod.service_account:
+                raise _pod_mismatch(
+                    f"{where} runs as service account {info.service_account!r} in the API, "
+                    f"not {pod.service_account!r} as the mount claims"
+                )
+            if self.node_name and info.node_name and info.node_name != self.node_name:
+                raise _pod_mismatch(f"{where} is scheduled on node {info.node_name!r}, not this node")
+            check_images(info.containers, rule.images if rule is not None else ImageRules(), where)
         return PodIdentity(
             namespace=pod.namespace, name=pod.name, uid=pod.uid, service_account=pod.service_account
         )
@@ -100,13 +111,3 @@ class PodAttestor:
         await self.verifier.aclose()
         if self.kube is not None:
             await self.kube.aclose()
-
-
-@contextlib.contextmanager
-def _denials(reason: str, kind: type[KeygateError]) -> Iterator[None]:
-    """Count a refusal of ``kind`` raised inside the block under the category ``reason``."""
-    try:
-        yield
-    except kind:
-        metrics.record_denial(reason)
-        raise

@@ -16,6 +16,7 @@ import time
 from collections.abc import Sequence
 from typing import IO, Any
 
+from provider.attest.reasons import FIELD as DENIAL_FIELD
 from provider.errors import Code, KeygateError
 from provider.request import MountContext
 from providers.base import Fetched, PodIdentity, SecretObject
@@ -108,6 +109,8 @@ class AuditLog:
         decision = "deny" if code in DENIAL_CODES else "error"
         record = self._base(request_id, ctx, decision, reason)
         record["code"] = code.value
+        if isinstance(error, KeygateError) and error.log_fields.get(DENIAL_FIELD):
+            record["denial_reason"] = error.log_fields[DENIAL_FIELD]
         record["objects"] = [{"name": o.name, "backend": o.backend} for o in objects]
         record["backends"] = sorted({o.backend for o in objects})
         self.write(record)

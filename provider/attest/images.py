@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from provider.attest.kube import Container
+from provider.attest.reasons import Denial, tag
 from provider.errors import PermissionDenied
 
 DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
@@ -68,21 +69,33 @@ def check_images(containers: Sequence[Container], rules: ImageRules, where: str)
         label = f"{c.kind} `{c.name}`" if c.kind != "container" else f"container `{c.name}`"
         ref = parse_image(c.image)
         if ref.digest is None:
-            raise PermissionDenied(
-                f"{label} image `{c.image}` is not pinned by digest; use `{ref.repository}@sha256:<digest>` "
-                f"({where})"
+            raise tag(
+                PermissionDenied(
+                    f"{label} image `{c.image}` is not pinned by digest; "
+                    f"use `{ref.repository}@sha256:<digest>` ({where})"
+                ),
+                Denial.IMAGE_UNPINNED,
             )
         if not DIGEST_RE.match(ref.digest):
-            raise PermissionDenied(
-                f"{label} image `{c.image}` has a malformed digest (expected sha256:<64 hex>) ({where})"
+            raise tag(
+                PermissionDenied(
+                    f"{label} image `{c.image}` has a malformed digest (expected sha256:<64 hex>) ({where})"
+                ),
+                Denial.IMAGE_UNPINNED,
             )
         if rules.allowed_repositories and not repository_allowed(ref.repository, rules.allowed_repositories):
-            raise PermissionDenied(
-                f"{label} image repository `{ref.repository}` is not allowed by the release policy "
-                f"(allowed: {', '.join(rules.allowed_repositories)}) ({where})"
+            raise tag(
+                PermissionDenied(
+                    f"{label} image repository `{ref.repository}` is not allowed by the release policy "
+                    f"(allowed: {', '.join(rules.allowed_repositories)}) ({where})"
+                ),
+                Denial.IMAGE_NOT_ALLOWED,
             )
         if rules.allowed_digests and ref.digest not in rules.allowed_digests:
-            raise PermissionDenied(
-                f"{label} image digest `{ref.digest}` is not in the release policy's "
-                f"digest allowlist ({where})"
+            raise tag(
+                PermissionDenied(
+                    f"{label} image digest `{ref.digest}` is not in the release policy's "
+                    f"digest allowlist ({where})"
+                ),
+                Denial.IMAGE_NOT_ALLOWED,
             )

@@ -14,6 +14,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from provider.attest.reasons import Denial, tag
 from provider.errors import BackendUnavailable, KeygateError, PermissionDenied
 
 if TYPE_CHECKING:
@@ -129,8 +130,11 @@ class KubeAPI:
         except ApiError as exc:
             code = exc.status.code
             if code == 404:
-                raise PermissionDenied(
-                    f"pod {namespace}/{name} does not exist in the Kubernetes API; refusing to release"
+                raise tag(
+                    PermissionDenied(
+                        f"pod {namespace}/{name} does not exist in the Kubernetes API; refusing to release"
+                    ),
+                    Denial.POD_NOT_FOUND,
                 ) from None
             if code in (401, 403):
                 raise BackendUnavailable(

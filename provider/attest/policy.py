@@ -24,6 +24,7 @@ import yaml
 
 from provider.attest.images import DIGEST_RE, ImageRules
 from provider.errors import KeygateError, PermissionDenied
+from provider.health import Readiness
 from providers.base import SecretObject
 
 log = logging.getLogger("keygate.attest")
@@ -188,12 +189,14 @@ def parse_policy(text: str, source: str) -> Policy:
 class PolicyStore:
     """The policy in force; re-reads its file when the file's identity or mtime changes."""
 
-    def __init__(self, path: str = "") -> None:
+    def __init__(self, path: str = "", readiness: Readiness | None = None) -> None:
         self.path = path
         self.policy = DEFAULT_POLICY
         self.stamp: tuple[int, int, int, int] | None = None
         self.last_error = ""
         self.reloads = 0
+        self.readiness = readiness
+        self._ready(False, "loading")
         if path:
             stamp = self._stat()
             if stamp is None:
@@ -202,6 +205,21 @@ class PolicyStore:
                 )
             self.policy = self._read()
             self.stamp = stamp
+        self._ready(True, "")
+
+    def _ready(self, ok: bool, problem: str) -> None:
+        """The ``policy`` readiness condition: ready once a policy is loaded, and it stays ready.
+
+        A failed reload leaves the last good policy enforced, so the daemon keeps serving; the
+        detail says so, next to the log line, until a good file replaces it.
+        """
+        if self.readiness is None:
+            return
+        if problem and ok:
+            detail = f"enforcing the last good policy ({self.policy.source}); {problem}"
+        else:
+            detail = problem or f"loaded from {self.policy.source}"
+        self.readiness.set("policy", ok, detail)
 
     def _stat(self) -> tuple[int, int, int, int] | None:
         try:
@@ -223,12 +241,16 @@ class PolicyStore:
         if not self.path:
             return self.policy
         stamp = self._stat()
+        if stamp is not None and self.last_error == "missing" and stamp == self.stamp:
+            self.last_error = ""
+            self._ready(True, "")
         if stamp is None or stamp == self.stamp:
             if stamp is None and self.last_error != "missing":
                 self.last_error = "missing"
                 log.error(
                     "release policy file vanished; keeping the last good policy", extra={"path": self.path}
                 )
+                self._ready(True, "the file is missing")
             return self.policy
         self.stamp = stamp
         try:
@@ -239,8 +261,10 @@ class PolicyStore:
                 "release policy reload failed; keeping the last good policy",
                 extra={"path": self.path, "error": exc.message},
             )
+            self._ready(True, f"reload failed: {exc.message}")
         else:
             self.last_error = ""
             self.reloads += 1
+            self._ready(True, "")
             log.info("release policy reloaded", extra={"path": self.path, "rules": len(self.policy.rules)})
         return self.policy

@@ -29,6 +29,7 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from provider.attest.reasons import Denial, tag
 from provider.errors import BackendUnavailable, KeygateError, Unauthenticated
 from provider.request import PodAttributes
 
@@ -66,8 +67,12 @@ class KeySource(Protocol):
     async def aclose(self) -> None: ...
 
 
-def _reject(why: str) -> Unauthenticated:
-    return Unauthenticated(f"the service-account token {why}")
+def _reject(why: str, reason: Denial = Denial.TOKEN_INVALID) -> Unauthenticated:
+    return tag(Unauthenticated(f"the service-account token {why}"), reason)
+
+
+def _mismatch(why: str) -> Unauthenticated:
+    return _reject(why, Denial.TOKEN_POD_MISMATCH)
 
 
 def _kty_for(alg: str) -> str:
@@ -231,19 +236,42 @@ class OIDCKeys:
         except ValueError:
             raise BackendUnavailable(f"the token issuer's {url} is not JSON") from None
 
+    async def _discover(self, base: str) -> str:
+        """The jwks_uri of the openid-configuration at ``base``, if it speaks for our issuer."""
+        discovery = await self._get_json(base + "/.well-known/openid-configuration")
+        if not isinstance(discovery, dict) or not isinstance(discovery.get("jwks_uri"), str):
+            raise BackendUnavailable(f"the openid-configuration at {base} has no jwks_uri")
+        if str(discovery.get("issuer", "")).rstrip("/") != self.issuer:
+            raise BackendUnavailable(
+                f"the openid-configuration at {base} names issuer {discovery.get('issuer')!r}, "
+                f"not the configured {self.issuer!r}"
+            )
+        return str(discovery["jwks_uri"])
+
+    async def _jwks_url(self) -> str:
+        """Where the keys are: the API server itself when it vouches for the issuer, else the issuer.
+
+        In a pod the issuer (e.g. ``https://kubernetes.default.svc.cluster.local``) and the
+        published ``jwks_uri`` (the API server's external address) are other origins than the
+        in-cluster API address, so the daemon's credentials would not go there and discovery,
+        which needs ``system:service-account-issuer-discovery``, would be refused. The API
+        server serves discovery for its own issuer and its keys at ``/openid/v1/jwks``; asked
+        over the cluster CA with the daemon's token it is the authoritative source. If it does
+        not vouch for the configured issuer (another issuer, discovery off), the issuer is asked.
+        """
+        api = self.http.api_url.rstrip("/")
+        if api and _origin(api) != _origin(self.issuer):
+            try:
+                await self._discover(api)
+            except BackendUnavailable as exc:
+                log.info("API server discovery did not vouch for the issuer", extra={"error": exc.message})
+            else:
+                return api + "/openid/v1/jwks"
+        return await self._discover(self.issuer)
+
     async def refresh(self) -> None:
         self.attempted_at = time.monotonic()
-        url = self.jwks_url
-        if not url:
-            discovery = await self._get_json(self.issuer + "/.well-known/openid-configuration")
-            if not isinstance(discovery, dict) or not isinstance(discovery.get("jwks_uri"), str):
-                raise BackendUnavailable("the issuer's openid-configuration has no jwks_uri")
-            if str(discovery.get("issuer", "")).rstrip("/") != self.issuer:
-                raise BackendUnavailable(
-                    f"the openid-configuration at {self.issuer} names issuer {discovery.get('issuer')!r}, "
-                    "not the configured one"
-                )
-            url = discovery["jwks_uri"]
+        url = self.jwks_url or await self._jwks_url()
         try:
             keys = _keys_from_jwks(await self._get_json(url), url)
         except KeygateError as exc:
@@ -417,7 +445,8 @@ class TokenVerifier:
                 last = exc
             except jwt.ExpiredSignatureError:
                 raise _reject(
-                    "has expired (the kubelet renews it when the CSIDriver sets requiresRepublish: true)"
+                    "has expired (the kubelet renews it when the CSIDriver sets requiresRepublish: true)",
+                    Denial.TOKEN_EXPIRED,
                 ) from None
             except jwt.ImmatureSignatureError:
                 raise _reject(
@@ -469,18 +498,20 @@ class TokenVerifier:
 
     def _compare(self, got: VerifiedToken, pod: PodAttributes) -> None:
         if got.namespace != pod.namespace:
-            raise _reject(f"belongs to namespace {got.namespace!r}, but the mount is for {pod.namespace!r}")
+            raise _mismatch(f"belongs to namespace {got.namespace!r}, but the mount is for {pod.namespace!r}")
         if got.service_account != pod.service_account:
-            raise _reject(
+            raise _mismatch(
                 f"belongs to service account {got.service_account!r}, "
                 f"but the pod runs as {pod.service_account!r}"
             )
         if got.pod_name != pod.name:
-            raise _reject(f"belongs to pod {got.pod_name!r}, but the mount is for pod {pod.name!r}")
+            raise _mismatch(f"belongs to pod {got.pod_name!r}, but the mount is for pod {pod.name!r}")
         if got.pod_uid != pod.uid:
-            raise _reject(f"belongs to pod UID {got.pod_uid!r}, but the mount is for pod UID {pod.uid!r}")
+            raise _mismatch(f"belongs to pod UID {got.pod_uid!r}, but the mount is for pod UID {pod.uid!r}")
         if self.node_name and got.node_name is not None and got.node_name != self.node_name:
-            raise _reject(f"was minted for a pod on node {got.node_name!r}, not this node {self.node_name!r}")
+            raise _mismatch(
+                f"was minted for a pod on node {got.node_name!r}, not this node {self.node_name!r}"
+            )
 
     async def _review(self, token: str, pod: PodAttributes) -> VerifiedToken:
         assert self.kube is not None
