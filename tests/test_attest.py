@@ -515,4 +515,3 @@ def test_a_verified_token_is_not_reverified_but_its_binding_and_expiry_are(
     assert mount(d, node_key, pod, expiring).files
     time.sleep(1.3)
     refused(d, request_for(node_key, pod, expiring), UNAUTH, "has expired")
-

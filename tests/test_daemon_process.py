@@ -252,3 +252,17 @@ def test_demo_runs_and_masks_values():
     text = out.stdout.decode()
     assert "db-password" in text and "masked" in text and "DENIED PERMISSION_DENIED" in text
     assert "correct horse" not in text + out.stderr.decode()
+
+
+def test_readme_documents_every_option_and_command():
+    from provider.config import OPTIONS
+
+    readme = (ROOT / "README.md").read_text()
+    for opt in OPTIONS:
+        assert f"`{opt.flag}`" in readme and f"`{opt.env}`" in readme, opt.key
+    for command in ("serve", "demo", "keygen", "seal", "lint", "version"):
+        assert f"`keygate {command}" in readme, command
+    test_line = next(
+        line for line in (ROOT / ".ci" / "run").read_text().splitlines() if line.startswith("./")
+    )
+    assert f"```sh\n{test_line}\n```" in readme, "CI must run the README's test command"

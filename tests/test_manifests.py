@@ -348,8 +348,8 @@ def test_spc_schema_rejects_what_the_api_server_would():
 
 
 def _doc_overlay(heading: str) -> str:
-    """The kustomization shown in docs/install.md under ``heading`` (so the docs stay true)."""
-    text = (ROOT / "docs" / "install.md").read_text()
+    """The kustomization shown in the README under ``heading`` (so the docs stay true)."""
+    text = (ROOT / "README.md").read_text()
     section = text[text.index(heading) :]
     block = section[section.index("```yaml\n") + len("```yaml\n") :]
     return block[: block.index("```")]
@@ -398,3 +398,12 @@ def test_pod_watch_component_adds_list_watch_and_turns_it_on(tmp_path):
     assert any(e["name"] == "KEYGATE_NODE_NAME" for e in env), "the watch needs the node name"
     for doc in docs:
         kubernetes_validate.validate(doc, K8S_VERSIONS[-1], strict=True)
+
+
+def test_documented_pod_watch_overlay_renders(tmp_path):
+    body = _doc_overlay("### 6. Optional: the node pod watch").replace("../keygate/daemonset", "BASE")
+    docs = kustomize(_overlay(tmp_path, body))
+    (ds,) = by_kind(docs, "DaemonSet")
+    assert {"name": "KEYGATE_POD_WATCH", "value": "true"} in ds["spec"]["template"]["spec"]["containers"][0][
+        "env"
+    ]
