@@ -18,13 +18,12 @@ import time
 from pathlib import Path
 
 import grpc
-from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provider.config import Config
 from provider.driver_client import mount_request
 from provider.embedded import daemon_thread
 from provider.wire import service_pb2_grpc as pb_grpc
-from tests.vault_fixtures import Issuer, Vault, configure, start_bao
+from tests.vault_fixtures import seeded_vault
 
 OBJECTS = 10
 
@@ -43,15 +42,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=200)
     args = parser.parse_args()
-    issuer = Issuer(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    server = start_bao()
-    try:
-        configure(server, issuer)
-        vault = Vault(server, issuer)
-        for i in range(OBJECTS):
-            vault.root().secrets.kv.v2.create_or_update_secret(
-                f"app/burst{i}", {"value": f"v{i}"}, mount_point="secret"
-            )
+    kv = {f"app/burst{i}": {"value": f"v{i}"} for i in range(OBJECTS)}
+    with seeded_vault(kv) as vault:
         objects = json.dumps(
             [
                 {"objectName": f"s{i}", "secretPath": f"secret/data/app/burst{i}", "secretKey": "value"}
@@ -61,7 +53,7 @@ def main() -> None:
         params = vault.params(objects)
         requests = [
             mount_request(
-                "burst", params, issuer.pod(name=f"app-{i}", uid=f"00000000-0000-4000-8000-{i:012d}")
+                "burst", params, vault.issuer.pod(name=f"app-{i}", uid=f"00000000-0000-4000-8000-{i:012d}")
             )
             for i in range(args.pods)
         ]
@@ -77,8 +69,6 @@ def main() -> None:
             with daemon_thread(config) as mounter:
                 elapsed, failures = asyncio.run(burst(config.socket, requests))
                 stats = dict(mounter.registry.get("vault").stats)  # type: ignore[attr-defined]
-    finally:
-        server.stop()
     print(
         f"| 6. burst: {args.pods} pods x {OBJECTS} Vault objects at once | {elapsed:.2f} s total, "
         f"{failures} failed | {stats.get('logins', 0)} logins for {args.pods * OBJECTS} objects, "

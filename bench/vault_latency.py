@@ -15,12 +15,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from cryptography.hazmat.primitives.asymmetric import rsa
-
 from provider.config import Config
 from provider.driver_client import DriverClient, mount_request
 from provider.embedded import daemon_thread
-from tests.vault_fixtures import Issuer, Vault, configure, start_bao
+from tests.vault_fixtures import Vault, seeded_vault
 
 OBJECTS = 10
 
@@ -49,35 +47,25 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mounts", type=int, default=200)
     args = parser.parse_args()
-    issuer = Issuer(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-    server = start_bao()
-    try:
-        configure(server, issuer)
-        vault = Vault(server, issuer)
-        for i in range(OBJECTS):
-            vault.root().secrets.kv.v2.create_or_update_secret(
-                f"app/bench{i}", {"value": f"v{i}" * 8}, mount_point="secret"
-            )
-        with tempfile.TemporaryDirectory(prefix="kg-") as tmp:
-            config = Config(
-                socket=str(Path(tmp) / "b.sock"),
-                log_level="warning",
-                metrics_addr="",
-                insecure_skip_attestation=True,
-                audit_sink=str(Path(tmp) / "audit.jsonl"),
-            )
-            with daemon_thread(config) as mounter, DriverClient(config.socket) as client:
-                for label, cold in (("warm", False), ("cold", True)):
-                    samples = measure(client, vault, args.mounts, cold)
-                    q = statistics.quantiles(samples, n=10)
-                    print(
-                        f"{label}: {OBJECTS} kv objects, {args.mounts} mounts: "
-                        f"median {statistics.median(samples):.2f} ms, p90 {q[-1]:.2f} ms"
-                    )
-                stats = mounter.registry.get("vault").stats  # type: ignore[attr-defined]
-                print(f"backend counters: {dict(stats)}")
-    finally:
-        server.stop()
+    kv = {f"app/bench{i}": {"value": f"v{i}" * 8} for i in range(OBJECTS)}
+    with seeded_vault(kv) as vault, tempfile.TemporaryDirectory(prefix="kg-") as tmp:
+        config = Config(
+            socket=str(Path(tmp) / "b.sock"),
+            log_level="warning",
+            metrics_addr="",
+            insecure_skip_attestation=True,
+            audit_sink=str(Path(tmp) / "audit.jsonl"),
+        )
+        with daemon_thread(config) as mounter, DriverClient(config.socket) as client:
+            for label, cold in (("warm", False), ("cold", True)):
+                samples = measure(client, vault, args.mounts, cold)
+                q = statistics.quantiles(samples, n=10)
+                print(
+                    f"{label}: {OBJECTS} kv objects, {args.mounts} mounts: "
+                    f"median {statistics.median(samples):.2f} ms, p90 {q[-1]:.2f} ms"
+                )
+            stats = mounter.registry.get("vault").stats  # type: ignore[attr-defined]
+            print(f"backend counters: {dict(stats)}")
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -211,6 +212,21 @@ def configure(server: BaoServer, issuer: Issuer) -> None:
     root.write("pki/roles/leased", **role, generate_lease=True)
     root.sys.enable_secrets_engine("transit", path="transit")
     root.write("transit/keys/app", type="aes256-gcm96")
+
+
+@contextmanager
+def seeded_vault(kv: dict[str, dict[str, str]]) -> Iterator[Vault]:
+    """A configured OpenBao dev server with ``kv`` written to ``secret/`` (for benchmarks)."""
+    issuer = Issuer(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    server = start_bao()
+    try:
+        configure(server, issuer)
+        vault = Vault(server, issuer)
+        for path, data in kv.items():
+            vault.root().secrets.kv.v2.create_or_update_secret(path, data, mount_point="secret")
+        yield vault
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
