@@ -601,6 +601,10 @@ class VaultBackend:
                 import hvac.adapters
 
                 session = requests.Session()
+                # trust_env would re-read ~/.netrc and the CA-bundle variables on every request
+                # (a fifth of the CPU of a burst); the proxy variables are honoured, read once.
+                session.trust_env = False
+                session.proxies = requests.utils.get_environ_proxies(params.address)
                 tls = _TLSAdapter(params.tls, self._workers)
                 session.mount("https://", tls)
                 session.mount("http://", _AbortableAdapter(pool_maxsize=self._workers, max_retries=0))

@@ -344,6 +344,7 @@ def test_sigterm_during_a_burst_then_restart_serves_within_the_cold_start_target
     slow = [o for o in outcomes if o[0] == "slow"]
     assert all(code == "ok" for _, code, _ in quick), quick
     assert all(code in ("UNAVAILABLE", "CANCELLED") for _, code, _ in slow), slow
+    print(f"sigterm: {len(quick)} mounts completed, slow ones ended {sorted({c for _, c, _ in slow})}")
     assert drained < 1.0 + 1.5, f"draining took {drained:.2f}s with a 1 s grace period"
     assert not os.path.exists(sock)
     restart = serve(short_tmp, config)
