@@ -36,6 +36,43 @@ class WorkerPool:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
 
+class KeyedPools:
+    """One :class:`WorkerPool` per key (e.g. a server address), so one dead server fills only its own.
+
+    A backend that reaches many servers (every SPC may name its own Vault) would otherwise let a
+    black-holed server take every worker and stall Mounts of healthy ones. Threads start lazily,
+    so an idle key costs nothing; beyond ``max_pools`` keys, idle pools are closed first.
+    """
+
+    def __init__(self, name: str, size: int = 16, max_pools: int = 64) -> None:
+        self._name = name
+        self._size = size
+        self._max = max_pools
+        self._pools: dict[Hashable, WorkerPool] = {}
+        self._busy: dict[Hashable, int] = {}
+
+    async def run(self, key: Hashable, fn: Callable[[], T]) -> T:
+        pool = self._pools.get(key)
+        if pool is None:
+            if len(self._pools) >= self._max:
+                for idle in [k for k, n in self._busy.items() if n == 0]:
+                    self._pools.pop(idle).close()
+                    del self._busy[idle]
+            pool = self._pools[key] = WorkerPool(self._name, self._size)
+            self._busy[key] = 0
+        self._busy[key] += 1
+        try:
+            return await pool.run(fn)
+        finally:
+            self._busy[key] -= 1
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+        self._pools.clear()
+        self._busy.clear()
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, bounded by attempts and the mount deadline."""
