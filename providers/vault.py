@@ -162,7 +162,9 @@ def _attach(conn: HTTPConnection) -> None:
         exchange.attach(conn.sock)
 
 
-class _Conn(HTTPConnection):
+class _Attaching(HTTPConnection):
+    """Registers the socket with the current exchange so the deadline can close it."""
+
     def connect(self) -> None:
         _attach(self)
         super().connect()
@@ -173,15 +175,12 @@ class _Conn(HTTPConnection):
         super().request(*args, **kwargs)
 
 
-class _TLSConn(HTTPSConnection):
-    def connect(self) -> None:
-        _attach(self)
-        super().connect()
-        _attach(self)
+class _Conn(_Attaching):
+    pass
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _attach(self)
-        super().request(*args, **kwargs)
+
+class _TLSConn(_Attaching, HTTPSConnection):
+    pass
 
 
 class _Pool(HTTPConnectionPool):
