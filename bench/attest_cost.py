@@ -27,7 +27,7 @@ from provider.config import Config
 from provider.devcluster import PodSpec, pinned, running
 from provider.driver_client import Pod, attributes
 from provider.request import MountInput, parse
-from providers.base import SecretObject
+from provider.domain import SecretObject
 
 POLICY = """
 default: deny

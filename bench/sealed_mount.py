@@ -15,7 +15,7 @@ from pathlib import Path
 from provider.config import Config
 from provider.driver_client import DriverClient, Pod, mount_request
 from provider.embedded import daemon_thread
-from providers.sealed_format import generate_key, private_pem, seal
+from providers.sealed.envelope import generate_key, private_pem, seal
 
 
 def main() -> None:

@@ -115,7 +115,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _keygen(args: argparse.Namespace) -> int:
-    from providers.sealed_format import generate_key, key_id, private_pem, public_pem
+    from providers.sealed.envelope import generate_key, key_id, private_pem, public_pem
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -136,7 +136,7 @@ def _keygen(args: argparse.Namespace) -> int:
 
 
 def _seal(args: argparse.Namespace) -> int:
-    from providers.sealed_format import SealError, load_public, seal
+    from providers.sealed.envelope import SealError, load_public, seal
 
     recipients = []
     for path in args.recipient:

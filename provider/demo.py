@@ -20,7 +20,7 @@ from provider.config import Config
 from provider.devcluster import PodSpec, pinned, running
 from provider.driver_client import DriverClient, Pod, mount_request
 from provider.embedded import daemon_thread
-from providers.sealed_format import generate_key, private_pem, seal
+from providers.sealed.envelope import generate_key, private_pem, seal
 
 SAMPLES = {"db-password": b"correct horse battery staple", "api-token": b"tok_demo_0123456789"}
 AUDIENCE = "keygate"

@@ -22,10 +22,11 @@ import yaml
 
 from provider import spc as spc_mod
 from provider.attest.images import DIGEST_RE, parse_image
+from provider.domain import SecretObject
 from provider.errors import BackendUnavailable, InvalidSPC, KeygateError
 from provider.files import parse_mode
-from providers.base import SecretObject
-from providers.registry import Registry
+from providers.common.schema import Collect, Schema
+from providers.registry import Registry, builtin_schemas
 
 API_GROUP = "secrets-store.csi.x-k8s.io"
 API_VERSION = f"{API_GROUP}/v1"
@@ -33,52 +34,9 @@ DRIVER = "secrets-store.csi.k8s.io"
 PROVIDER = "keygate"
 
 COMMON_PARAMETERS = frozenset({"objects", "backend"})
-BACKEND_PARAMETERS: dict[str, frozenset[str]] = {
-    "sealed": frozenset(),
-    "vault": frozenset(
-        {
-            "roleName",
-            "vaultAddress",
-            "vaultNamespace",
-            "vaultKubernetesMountPath",
-            "vaultAuthMountPath",
-            "audience",
-            "vaultCACertPath",
-            "vaultCADirectory",
-            "vaultTLSServerName",
-            "vaultSkipTLSVerify",
-            "vaultTLSClientCertPath",
-            "vaultTLSClientKeyPath",
-        }
-    ),
-    "azure": frozenset(
-        {
-            "keyvaultName",
-            "tenantId",
-            "cloudName",
-            "clientID",
-            "usePodIdentity",
-            "useVMManagedIdentity",
-            "userAssignedIdentityID",
-        }
-    ),
-    "gcp": frozenset({"secrets", "auth"}),
-    "aws": frozenset(
-        {"region", "failoverRegion", "pathTranslation", "usePodIdentity", "preferredAddressType"}
-    ),
-}
 COMMON_FIELDS = frozenset(
     {"objectName", "objectAlias", "fileName", "path", "filePermission", "mode", "backend"}
 )
-BACKEND_FIELDS: dict[str, frozenset[str]] = {
-    "sealed": frozenset({"sealed"}),
-    "vault": frozenset({"secretPath", "secretKey", "secretArgs", "method", "encoding"}),
-    "azure": frozenset(
-        {"objectType", "objectVersion", "objectVersionHistory", "objectFormat", "objectEncoding"}
-    ),
-    "gcp": frozenset({"resourceName", "extractJSONKey", "extractYAMLKey"}),
-    "aws": frozenset({"objectType", "objectVersion", "objectVersionLabel", "jmesPath", "failoverObject"}),
-}
 WORKLOAD_KINDS = frozenset({"Deployment", "StatefulSet", "DaemonSet", "ReplicaSet", "Job"})
 CONTAINER_LISTS = ("initContainers", "containers", "ephemeralContainers")
 
@@ -188,42 +146,41 @@ def suggest(name: str, known: Sequence[str]) -> str | None:
     return lowered[match[0]] if match else None
 
 
-class _Unchecked:
-    """Stands in for a backend whose module cannot be loaded here; its own checks are skipped."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
-        return None
-
-
 class _LintRegistry(Registry):
-    """The daemon's registry, but a backend that fails to load is noted instead of fatal."""
+    """The daemon's registry without the daemon's settings; built-in backends are never loaded
+    (their schemas are enough), and a plugin that fails to load is noted instead of fatal."""
 
     def __init__(self) -> None:
-        super().__init__({})
+        super().__init__(None)
         self.unavailable: dict[str, str] = {}
 
-    def get(self, name: str) -> Any:
+    def schema(self, name: str) -> Schema | None:
+        if self.is_builtin(name):
+            return super().schema(name)
         try:
-            return super().get(name)
+            return self.get(name).schema
         except BackendUnavailable as exc:
             self.unavailable[name] = exc.message
-            return _Unchecked(name)
         except KeygateError:
             raise
         except Exception as exc:  # noqa: BLE001 - e.g. an optional SDK not installed
             self.unavailable[name] = type(exc).__name__
-            return _Unchecked(name)
+        return None
 
-    def fields_for(self, backend: str) -> frozenset[str]:
-        extra: frozenset[str] = getattr(self.get(backend), "object_fields", frozenset())
-        return COMMON_FIELDS | BACKEND_FIELDS.get(backend, frozenset()) | frozenset(extra)
+    def fields_for(self, backend: str) -> frozenset[str] | None:
+        """Field names a backend's objects may use; None when it declares no schema."""
+        schema = self.schema(backend)
+        return None if schema is None else COMMON_FIELDS | schema.field_names()
 
     def parameters_for(self, backend: str) -> frozenset[str]:
-        extra: frozenset[str] = getattr(self.get(backend), "spc_parameters", frozenset())
-        return BACKEND_PARAMETERS.get(backend, frozenset()) | frozenset(extra)
+        schema = self.schema(backend)
+        return frozenset() if schema is None else schema.parameter_names()
+
+    def owners_of_field(self, name: str) -> list[str]:
+        return [s.backend for s in builtin_schemas() if name in s.field_names()]
+
+    def all_fields(self) -> list[str]:
+        return sorted(COMMON_FIELDS.union(*(s.field_names() for s in builtin_schemas())))
 
 
 @dataclass(slots=True)
@@ -490,7 +447,7 @@ class Linter:
         self._total = len(raw)
         locs = _item_locations(doc, params)
         default_backend = params.get("backend") or self.registry.infer_for_spc(params)
-        all_fields = sorted(COMMON_FIELDS.union(*BACKEND_FIELDS.values()))
+        all_fields = self.registry.all_fields()
         resolved: list[tuple[SecretObject, _ItemLoc]] = []
         paths: dict[str, tuple[SecretObject, _ItemLoc]] = {}
         ids: dict[tuple[str, str], SecretObject] = {}
@@ -516,10 +473,6 @@ class Linter:
                 continue
             self._unknown_fields(doc, where, loc, item, obj.backend, all_fields)
             self._mode_notes(doc, where, loc, obj)
-            try:
-                self.registry.get(obj.backend).validate(obj, params)
-            except KeygateError as exc:
-                self.add("error", doc, loc.line(), where, _strip_where(exc.message))
             if obj.path in paths:
                 first, first_loc = paths[obj.path]
                 at = f" (line {first_loc.line()})" if first_loc.line() else ""
@@ -546,6 +499,7 @@ class Linter:
                 )
             ids.setdefault(key, obj)
             resolved.append((obj, loc))
+        self._check_backends(doc, ctx, params, resolved)
         for backend, error in sorted(self.registry.unavailable.items()):
             self.add(
                 "warning",
@@ -558,6 +512,24 @@ class Linter:
         self.registry.unavailable.clear()
         return resolved
 
+    def _check_backends(
+        self, doc: Doc, ctx: str, params: Mapping[str, str], resolved: list[tuple[SecretObject, _ItemLoc]]
+    ) -> None:
+        """The daemon's own walk of the backend parts (schema, rules), with every finding kept."""
+        sink = Collect()
+        spc_mod.check_objects([obj for obj, _ in resolved], params, self.registry, sink)
+        by_index = {obj.index: (obj, loc) for obj, loc in resolved}
+        for finding in sink.findings:
+            if finding.index is None:
+                key = finding.key
+                line = doc.key_line("spec", "parameters", key) if key else doc.line("spec", "parameters")
+                self.add(finding.severity, doc, line, ctx, finding.message)
+                continue
+            obj, loc = by_index[finding.index]
+            where = f"{ctx}, objects[{obj.index}] {obj.name!r}"
+            line = loc.line(finding.key) if finding.key else loc.line()
+            self.add(finding.severity, doc, line, where, _strip_where(finding.message))
+
     def _unknown_fields(
         self,
         doc: Doc,
@@ -568,6 +540,8 @@ class Linter:
         all_fields: Sequence[str],
     ) -> None:
         allowed = self.registry.fields_for(backend) if backend else frozenset(all_fields)
+        if allowed is None:
+            return
         for key in item:
             if key in allowed:
                 continue
@@ -577,7 +551,7 @@ class Linter:
                     "error", doc, loc.line(key), where, f"unknown field {key!r}; did you mean {guess!r}?"
                 )
             elif guess or key in all_fields:
-                owner = [b for b, f in BACKEND_FIELDS.items() if (guess or key) in f]
+                owner = self.registry.owners_of_field(guess or key)
                 self.add(
                     "error",
                     doc,
@@ -618,7 +592,7 @@ class Linter:
     def _lint_sealed(
         self, doc: Doc, ctx: str, objects: list[tuple[SecretObject, _ItemLoc]] | None, namespace: str | None
     ) -> None:
-        from providers.sealed_format import SealError, key_id, load_public, parse
+        from providers.sealed.envelope import SealError, key_id, load_public, parse
 
         kids: dict[str, str] = {}
         for path in self.recipients:

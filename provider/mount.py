@@ -16,6 +16,7 @@ from typing import Protocol
 
 from provider import metrics
 from provider.attest import Attestor
+from provider.domain import FetchContext, Fetched, PodIdentity, SecretObject
 from provider.errors import (
     BackendUnavailable,
     DeadlineExceeded,
@@ -29,9 +30,9 @@ from provider.request import MountContext, MountInput, parse
 from provider.spc import parse_objects
 from provider.versions import Versioner
 from provider.writer import OutFile, write_atomic
-from providers.base import Backend, FetchContext, Fetched, PodIdentity, SecretObject
+from providers.base import Backend
+from providers.common.runtime import gather_all
 from providers.registry import Registry
-from providers.runtime import gather_all
 
 log = logging.getLogger("keygate.mount")
 

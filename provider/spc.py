@@ -3,22 +3,24 @@
 Objects come from the ``objects`` parameter (a YAML or JSON string: a list of mappings, or the
 Azure provider's ``array:`` of YAML strings) and from the GCP provider's ``secrets`` parameter.
 Each object's backend is, in order: its own ``backend:`` field, the SPC's ``backend`` parameter,
-a field only one backend uses (``sealed``, ``secretPath``, ``resourceName``, ``objectType``), or a
-parameter only one backend uses (``vaultAddress``, ``keyvaultName``, ``region``). Parsed results
+a marker its backend's schema declares (a field such as ``sealed``, ``secretPath``,
+``resourceName``, an ``objectType`` value), or a marker parameter (``vaultAddress``,
+``keyvaultName``, ``region``). :func:`check_objects` is the one walk of the backend parts. Parsed results
 are cached by the parameter text, since rotation re-sends the same SPC every poll.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from typing import Any
 
 import yaml
 
+from provider.domain import SecretObject
 from provider.errors import InvalidSPC
 from provider.files import clean_path, parse_mode
-from providers.base import SecretObject
+from providers.common.schema import Finding, FirstError, Sink
 from providers.registry import Registry
 
 MAX_OBJECTS = 1000
@@ -139,13 +141,40 @@ def resolve_object(
         raise InvalidSPC(
             f"{where}: unknown backend {backend!r}; known backends: {', '.join(registry.names())}"
         )
-    backend_impl = registry.get(backend)
-    default_path = getattr(backend_impl, "default_path", None)
+    schema = registry.schema(backend)
+    default_path = schema.default_path if schema is not None else None
     explicit = _first_str(item, PATH_FIELDS, where)
     path = clean_path(explicit or (default_path(item, parameters) if default_path else name), where)
     mode_raw = next((item[k] for k in MODE_FIELDS if item.get(k) not in (None, "")), None)
     mode = None if mode_raw is None else parse_mode(mode_raw, where)
     return SecretObject(backend=backend, name=name, path=path, mode=mode, spec=item, index=index)
+
+
+def check_objects(
+    objects: Sequence[SecretObject], parameters: Mapping[str, str], registry: Registry, sink: Sink
+) -> None:
+    """The one walk of an SPC's backend-specific parts, shared by the daemon and ``keygate lint``.
+
+    For each backend in use: its parameters once, then each of its objects, against its declared
+    schema; ``sink`` decides whether the first error stops the walk (daemon) or all are kept
+    (lint). A plugin without a schema is asked through its own ``validate``.
+    """
+    used: dict[str, list[SecretObject]] = {}
+    for obj in objects:
+        used.setdefault(obj.backend, []).append(obj)
+    for backend, group in used.items():
+        schema = registry.schema(backend)
+        if schema is None:
+            for obj in group:
+                try:
+                    registry.get(backend).validate(obj, parameters)
+                except InvalidSPC as exc:
+                    sink.report(Finding("error", exc.message, obj.index))
+            continue
+        settings = registry.settings(backend)
+        values = schema.check_parameters(parameters, settings, sink)
+        for obj in group:
+            schema.check_object(obj, values, settings, sink)
 
 
 def parse_objects(parameters: Mapping[str, str], registry: Registry) -> list[SecretObject]:
@@ -169,6 +198,6 @@ def parse_objects(parameters: Mapping[str, str], registry: Registry) -> list[Sec
             hint = "give one an objectAlias"
             raise InvalidSPC(f"{where}: file {obj.path!r} is also written by {other}; {hint}")
         seen_paths[obj.path] = where
-        registry.get(obj.backend).validate(obj, parameters)
         objects.append(obj)
+    check_objects(objects, parameters, registry, FirstError())
     return objects

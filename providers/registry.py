@@ -1,57 +1,61 @@
 """Find backends by name, importing each only when a Mount first needs it.
 
-Built-in backends are listed here with the SPC markers that select them when an SPC does not say
+Built-in backends are listed here with the module of their declared schema
+(:mod:`providers.common.schema`): the schema's markers select a backend when an SPC does not say
 ``backend:`` explicitly (so a peer provider's manifest works with only ``spec.provider``
-changed). Third-party backends register under the ``keygate.backends`` entry-point group, or are named
-in the daemon config (``backends: {mine: {class: "pkg.module:Class"}}``), and are selected by
-name. Imports are lazy because cloud SDKs cost hundreds of milliseconds to load.
+changed), and schemas load without any cloud SDK, so ``keygate lint`` never needs one.
+Third-party backends register under the ``keygate.backends`` entry-point group, or are named in
+the daemon config (``backends: {mine: {class: "pkg.module:Class"}}``), and are selected by name;
+their schema is the class attribute ``schema``. Backend imports are lazy because cloud SDKs cost
+hundreds of milliseconds to load.
 """
 
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from importlib.metadata import entry_points
 from typing import Any, cast
 
 from provider.errors import BackendUnavailable, InvalidSPC, KeygateError
 from providers.base import Backend
+from providers.common.schema import Schema
 
 ENTRY_POINT_GROUP = "keygate.backends"
-_AWS_ARN = re.compile(r"^arn:[A-Za-z0-9-]+:(secretsmanager|ssm):")
 
 
 @dataclass(frozen=True, slots=True)
 class BackendInfo:
-    """How to load a backend and how to recognise an SPC or object written for it."""
+    """How to load a built-in backend, and where its schema is declared."""
 
     name: str
     target: str
-    object_markers: frozenset[str] = frozenset()
-    spc_markers: frozenset[str] = frozenset()
+    schema_module: str
 
 
 BUILTIN: dict[str, BackendInfo] = {
     info.name: info
     for info in (
-        BackendInfo("sealed", "providers.sealed:SealedBackend", frozenset({"sealed"})),
-        BackendInfo(
-            "vault",
-            "providers.vault:VaultBackend",
-            frozenset({"secretPath"}),
-            frozenset({"vaultAddress", "roleName"}),
-        ),
-        BackendInfo("azure", "providers.azure:AzureBackend", spc_markers=frozenset({"keyvaultName"})),
-        BackendInfo("gcp", "providers.gcp:GCPBackend", frozenset({"resourceName"})),
-        BackendInfo(
-            "aws",
-            "providers.aws:AWSBackend",
-            spc_markers=frozenset({"region", "failoverRegion", "pathTranslation"}),
-        ),
+        BackendInfo("sealed", "providers.sealed.backend:SealedBackend", "providers.sealed.params"),
+        BackendInfo("vault", "providers.vault.backend:VaultBackend", "providers.vault.params"),
+        BackendInfo("azure", "providers.azure.backend:AzureBackend", "providers.azure.params"),
+        BackendInfo("gcp", "providers.gcp.backend:GCPBackend", "providers.gcp.params"),
+        BackendInfo("aws", "providers.aws.backend:AWSBackend", "providers.aws.params"),
     )
 }
+
+
+@cache
+def builtin_schema(name: str) -> Schema:
+    """A built-in backend's schema, without importing the backend (or its SDK)."""
+    schema: Schema = importlib.import_module(BUILTIN[name].schema_module).SCHEMA
+    return schema
+
+
+def builtin_schemas() -> list[Schema]:
+    return [builtin_schema(name) for name in BUILTIN]
 
 
 def _plugin_targets() -> dict[str, str]:
@@ -59,9 +63,14 @@ def _plugin_targets() -> dict[str, str]:
 
 
 class Registry:
-    """Creates each backend once, on first use, with its section of the daemon configuration."""
+    """Creates each backend once, on first use, with its section of the daemon configuration.
+
+    ``settings`` None means the daemon's configuration is unknown (``keygate lint``): values a
+    setting could provide are then warnings, not errors.
+    """
 
     def __init__(self, settings: Mapping[str, Mapping[str, Any]] | None = None) -> None:
+        self.configured = settings is not None
         self._settings = dict(settings or {})
         self._targets = {name: info.target for name, info in BUILTIN.items()}
         for name, target in _plugin_targets().items():
@@ -78,26 +87,33 @@ class Registry:
     def known(self, name: str) -> bool:
         return name in self._targets
 
+    def is_builtin(self, name: str) -> bool:
+        return name in BUILTIN and self._targets.get(name) == BUILTIN[name].target
+
+    def settings(self, name: str) -> Mapping[str, Any] | None:
+        """The daemon settings of one backend; None when unknown (lint)."""
+        return self._settings.get(name, {}) if self.configured else None
+
+    def schema(self, name: str) -> Schema | None:
+        """The declared schema of a backend: built-in ones without loading them."""
+        if self.is_builtin(name):
+            return builtin_schema(name)
+        return self.get(name).schema
+
     def infer_for_object(self, item: Mapping[str, Any]) -> str | None:
-        """The backend an SPC object names by its fields (e.g. ``sealed:`` or ``secretPath:``)."""
-        for info in BUILTIN.values():
-            if info.object_markers & item.keys():
-                return info.name
-        object_type = str(item.get("objectType", "")).lower()
-        if object_type in ("secretsmanager", "ssmparameter") or _AWS_ARN.match(
-            str(item.get("objectName", ""))
-        ):
-            return "aws"
-        if object_type in ("secret", "key", "cert"):
-            return "azure"
+        """The backend an SPC object names by its fields (e.g. ``sealed:`` or ``secretPath:``).
+
+        A field only one backend uses wins over a value several could use (``objectType``).
+        """
+        for by_presence in (True, False):
+            for schema in builtin_schemas():
+                if schema.marks_object(item, by_presence):
+                    return schema.backend
         return None
 
     def infer_for_spc(self, parameters: Mapping[str, str]) -> str | None:
         """The backend a whole SPC names by its parameters (e.g. ``vaultAddress``)."""
-        for info in BUILTIN.values():
-            if info.spc_markers & parameters.keys():
-                return info.name
-        return None
+        return next((s.backend for s in builtin_schemas() if s.marks_spc(parameters)), None)
 
     def get(self, name: str) -> Backend:
         """The live backend instance; created synchronously on first use."""

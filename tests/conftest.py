@@ -22,7 +22,7 @@ from provider.config import Config
 from provider.driver_client import DriverClient
 from provider.embedded import daemon_thread
 from provider.mount import Mounter
-from providers.sealed_format import generate_key, private_pem, seal
+from providers.sealed.envelope import generate_key, private_pem, seal
 
 pytest_plugins = ["tests.kubeapi"]
 

@@ -18,8 +18,9 @@ from typing import Any, ClassVar
 
 from prometheus_client.parser import text_string_to_metric_families
 
+from provider.domain import FetchContext, Fetched, SecretObject
 from provider.logs import current_request_id
-from providers.base import FetchContext, Fetched, SecretObject
+from providers.common.schema import Schema
 
 log = logging.getLogger("keygate.backend.probe")
 
@@ -55,6 +56,7 @@ class ProbeBackend:
     """Returns ``value`` for each object; waits on ``gate`` first when the SPC asks it to."""
 
     name: ClassVar[str] = "probe"
+    schema: ClassVar[Schema | None] = None
     gate = threading.Event()
     entered = threading.Event()
     seen_request_ids: ClassVar[list[str]] = []

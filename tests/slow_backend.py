@@ -7,11 +7,13 @@ import asyncio
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-from providers.base import FetchContext, Fetched, SecretObject
+from provider.domain import FetchContext, Fetched, SecretObject
+from providers.common.schema import Schema
 
 
 class SlowBackend:
     name: ClassVar[str] = "slow"
+    schema: ClassVar[Schema | None] = None
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.delay = float(settings.get("delay", 0.05))

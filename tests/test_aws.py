@@ -21,11 +21,14 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from provider.domain import PodIdentity
 from provider.driver_client import Pod, mount_request
 from provider.errors import Code, InvalidSPC, PermissionDenied, SecretNotFound, Unauthenticated
-from providers.aws import AWSBackend, session_name, translate_error, translate_path
-from providers.base import PodIdentity
-from providers.runtime import Retryable
+from providers.aws.auth import session_name
+from providers.aws.backend import AWSBackend
+from providers.aws.client import translate_error
+from providers.aws.params import translate_path
+from providers.common.runtime import Retryable
 
 ACCOUNT = "123456789012"
 ROLE = f"arn:aws:iam::{ACCOUNT}:role/app"

@@ -10,7 +10,7 @@ import pytest
 
 from provider.cli import main
 from provider.driver_client import Pod, mount_request
-from providers.sealed_format import generate_key, public_pem
+from providers.sealed.envelope import generate_key, public_pem
 
 DIGEST = "sha256:" + "ab" * 32
 IMAGE = f"registry.example/shop/web:1.4@{DIGEST}"

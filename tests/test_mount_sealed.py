@@ -9,7 +9,7 @@ import pytest
 
 from provider.driver_client import Pod, mount_request
 from provider.wire import service_pb2 as pb
-from providers.sealed_format import generate_key, seal
+from providers.sealed.envelope import generate_key, seal
 
 POD = Pod(namespace="shop", name="cart-0", service_account="cart")
 
@@ -99,7 +99,7 @@ def test_rotation_call_returns_the_complete_file_set(start_daemon, node_key):
 
 
 def test_rotation_of_keys_old_and_new_node_keys(start_daemon, node_key, short_tmp):
-    from providers.sealed_format import private_pem
+    from providers.sealed.envelope import private_pem
 
     new_key = generate_key()
     new_path = short_tmp / "keys"

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from providers.sealed_format import (
+from providers.sealed.envelope import (
     PREFIX,
     SealError,
     generate_key,

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from provider.domain import PodIdentity, SecretObject
 from provider.request import MountContext
-from providers.base import PodIdentity, SecretObject
 
 
 class Attestor(Protocol):

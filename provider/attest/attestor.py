@@ -15,9 +15,9 @@ from provider.attest.kube import KubeAPI
 from provider.attest.policy import PolicyStore
 from provider.attest.reasons import Denial, reason_of, tag
 from provider.attest.tokens import TokenVerifier
+from provider.domain import PodIdentity, SecretObject
 from provider.errors import KeygateError, PermissionDenied, Unauthenticated
 from provider.request import ATTR_TOKENS, MountContext
-from providers.base import PodIdentity, SecretObject
 
 CSI_DRIVER = "secrets-store.csi.k8s.io"
 

@@ -17,9 +17,9 @@ from collections.abc import Sequence
 from typing import IO, Any
 
 from provider.attest.reasons import FIELD as DENIAL_FIELD
+from provider.domain import Fetched, PodIdentity, SecretObject
 from provider.errors import Code, KeygateError
 from provider.request import MountContext
-from providers.base import Fetched, PodIdentity, SecretObject
 
 log = logging.getLogger("keygate.audit")
 

@@ -23,9 +23,9 @@ from typing import Any
 import yaml
 
 from provider.attest.images import DIGEST_RE, ImageRules
+from provider.domain import SecretObject
 from provider.errors import KeygateError, PermissionDenied
 from provider.health import Readiness
-from providers.base import SecretObject
 
 log = logging.getLogger("keygate.attest")
 

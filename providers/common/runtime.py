@@ -16,8 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from provider.domain import FetchContext
 from provider.errors import BackendUnavailable, DeadlineExceeded, KeygateError
-from providers.base import FetchContext
 
 T = TypeVar("T")
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
+from provider.domain import FetchContext, Fetched, SecretObject
 from provider.errors import (
     BackendUnavailable,
     InvalidSPC,
@@ -42,8 +43,9 @@ from provider.errors import (
     SecretNotFound,
     Unauthenticated,
 )
-from providers.base import FetchContext, Fetched, SecretObject
-from providers.runtime import ClientCache, Retryable, WorkerPool, gather_all, with_retries
+from providers.azure.params import SCHEMA
+from providers.common.runtime import ClientCache, Retryable, WorkerPool, gather_all, with_retries
+from providers.common.schema import Schema
 
 try:
     from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
@@ -235,6 +237,7 @@ class AzureBackend:
     """
 
     name: ClassVar[str] = "azure"
+    schema: ClassVar[Schema | None] = SCHEMA
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self._url_template = str(settings.get("vault_url_template") or DEFAULT_URL_TEMPLATE)

@@ -40,6 +40,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from provider.domain import FetchContext, Fetched, SecretObject
 from provider.errors import (
     BackendUnavailable,
     InvalidRequest,
@@ -49,8 +50,9 @@ from provider.errors import (
     SecretNotFound,
     Unauthenticated,
 )
-from providers.base import FetchContext, Fetched, SecretObject
-from providers.runtime import ClientCache, Retryable, WorkerPool, gather_all, with_retries
+from providers.common.runtime import ClientCache, Retryable, WorkerPool, gather_all, with_retries
+from providers.common.schema import Schema
+from providers.gcp.params import SCHEMA
 
 if TYPE_CHECKING:
     from google.auth.transport.requests import Request
@@ -273,6 +275,7 @@ class GCPBackend:
     """Reads Secret Manager versions with the pod's workload identity (or the SPC's chosen auth)."""
 
     name: ClassVar[str] = "gcp"
+    schema: ClassVar[Schema | None] = SCHEMA
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
         self.settings = GCPSettings.from_mapping(settings)

@@ -1,0 +1,93 @@
+"""The daemon's domain types: who asks (pod identity), what is asked (secret objects), and what a
+backend may use and return for one Mount (fetch context, fetched contents).
+
+They belong to the daemon, not to any backend: the mount pipeline builds them, and backends see
+them only through the :class:`providers.base.Backend` protocol.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from provider.errors import DeadlineExceeded, InvalidSPC
+
+
+@dataclass(frozen=True, slots=True)
+class PodIdentity:
+    """Who is asking: verified by attestation before any backend runs."""
+
+    namespace: str
+    name: str
+    uid: str
+    service_account: str
+
+
+@dataclass(frozen=True, slots=True)
+class SecretObject:
+    """One entry of the SPC's object list, resolved to a backend.
+
+    ``spec`` is the item exactly as written in the SPC (backend-specific fields such as
+    ``secretPath`` or ``objectType``); ``path`` and ``mode`` are already validated by the mount
+    pipeline and only passed through so derived files (e.g. AWS ``jmesPath``) can be named.
+    """
+
+    backend: str
+    name: str
+    path: str
+    mode: int | None
+    spec: Mapping[str, Any]
+    index: int
+
+    def field(self, key: str, default: Any = None) -> Any:
+        return self.spec.get(key, default)
+
+    def str_field(self, key: str, default: str = "") -> str:
+        """A string field, with a clear error when the SPC gave another type."""
+        value = self.spec.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, str | int | float):
+            raise InvalidSPC(f"object {self.name!r} (objects[{self.index}]): field {key!r} must be a string")
+        return str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class FetchContext:
+    """What a backend may use besides the objects: identity, pod tokens, SPC-level parameters."""
+
+    pod: PodIdentity
+    spc_name: str
+    parameters: Mapping[str, str]
+    tokens: Mapping[str, str]
+    node_secrets: Mapping[str, str]
+    deadline: float = field(default_factory=lambda: time.monotonic() + 30.0)
+
+    def remaining(self) -> float:
+        """Seconds left before the mount's deadline; raises once it has passed."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise DeadlineExceeded("the mount deadline passed before the backend answered")
+        return left
+
+    def token_for(self, audience: str) -> str | None:
+        return self.tokens.get(audience)
+
+
+@dataclass(frozen=True, slots=True)
+class Fetched:
+    """One file's worth of content from a backend.
+
+    ``object_id`` must be unique within a Mount and stable across calls (e.g. ``sealed/<name>``,
+    an ARN); ``version`` is the backend's own version id when it has one (it is mixed into the
+    HMAC the driver sees, never shown raw). ``path`` is None for the object's own file, or a
+    relative path the backend derived (e.g. a ``jmesPath`` alias), validated like any other.
+    """
+
+    obj: SecretObject
+    object_id: str
+    contents: bytes
+    version: str = ""
+    path: str | None = None

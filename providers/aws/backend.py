@@ -1,0 +1,135 @@
+"""AWS Secrets Manager and SSM Parameter Store, authenticated as the pod (IRSA-style).
+
+The SPC vocabulary is the AWS provider's (``region``, ``failoverRegion``, ``pathTranslation``,
+``objects`` with ``objectName``/``objectType``/``objectAlias``/``objectVersion``/
+``objectVersionLabel``/``jmesPath``/``failoverObject``/``filePermission``; see
+:mod:`providers.aws.params`) so its manifests carry over with only ``spec.provider`` changed.
+
+Credentials come from ``sts:AssumeRoleWithWebIdentity`` with the pod's own projected
+service-account token (audience ``sts.amazonaws.com``), so a pod gets exactly what its IAM role's
+trust policy grants its service account, never the node's or the daemon's permissions. Static keys
+are accepted only from the volume's nodePublishSecretRef.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from provider.domain import FetchContext, Fetched, SecretObject
+from provider.errors import BackendUnavailable, DeadlineExceeded, KeygateError
+from providers.aws import auth, objects
+from providers.aws.auth import DEFAULT_AUDIENCE, Auth, RoleResolver
+from providers.aws.client import AWSClients, Value
+from providers.aws.params import SCHEMA, SECRETS_MANAGER, Plan, Target, plan
+from providers.common.ids import unique_ids
+from providers.common.runtime import WorkerPool, gather_all, with_retries
+from providers.common.schema import FirstError, Schema
+
+log = logging.getLogger("keygate.aws")
+
+# botocore logs full request and response bodies (secret values included) at DEBUG; keygate's
+# own debug level must never switch that on.
+for _noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
+    logging.getLogger(_noisy).setLevel(logging.WARNING)
+
+SERVICE_BY_TYPE = {SECRETS_MANAGER: "secretsmanager", "ssmparameter": "ssm"}
+
+
+class AWSBackend:
+    """Secrets Manager and SSM Parameter Store, each pod with its own STS credentials."""
+
+    name: ClassVar[str] = "aws"
+    schema: ClassVar[Schema | None] = SCHEMA
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.settings = settings
+        self.audience = str(settings.get("audience") or DEFAULT_AUDIENCE)
+        workers = int(settings.get("workers", 16))
+        self.role_resolver: RoleResolver | None = settings.get("role_resolver")
+        self.stats: Counter[str] = Counter()
+        self._pool = WorkerPool("aws", workers)
+        self.clients = AWSClients(settings, self._pool, workers, self.stats)
+        self._credentials = self.clients.credentials
+
+    def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
+        return None
+
+    async def _read(self, targets: objects.Unit, who: Auth, ctx: FetchContext) -> list[Value]:
+        """One unit of reads in one region (a secret, or an SSM batch), with retries."""
+        target0 = targets[0][0]
+        service = SERVICE_BY_TYPE[target0.object_type]
+
+        async def attempt() -> list[Value]:
+            client = await self.clients.client(service, target0.region, who)
+            if target0.object_type == SECRETS_MANAGER:
+                ((target, plans),) = targets
+                return [await self._pool.run(lambda: self.clients.get_secret(client, plans[0], target))]
+            return await self._pool.run(lambda: self.clients.get_parameters(client, targets))
+
+        return await with_retries(attempt, ctx)
+
+    async def _read_with_failover(
+        self, group: objects.Unit, who: Auth, ctx: FetchContext
+    ) -> list[tuple[Sequence[Plan], Value]]:
+        """Read in the primary region; on an outage there, read the failover targets instead.
+
+        With a failover target the primary gets half of the remaining mount time, so a region
+        that swallows packets (connect/read timeouts) still leaves time for the failover read.
+        Answers such as "not found" or "access denied" are not outages and never fail over.
+        """
+        fallback = [(plans[0].failover, plans) for _, plans in group]
+        can_fail_over = all(target is not None for target, _ in fallback)
+        primary_ctx = replace(ctx, deadline=time.monotonic() + ctx.remaining() / 2) if can_fail_over else ctx
+        try:
+            values = await self._read(group, who, primary_ctx)
+            return [(plans, value) for (_, plans), value in zip(group, values, strict=True)]
+        except (BackendUnavailable, DeadlineExceeded) as primary_error:
+            if not can_fail_over:
+                raise
+            region = fallback[0][0].region  # type: ignore[union-attr]
+            log.warning(
+                "AWS primary region unavailable; reading from the failover region",
+                extra={"region": group[0][0].region, "failover_region": region, "objects": len(group)},
+            )
+            out: list[tuple[Sequence[Plan], Value]] = []
+            try:
+                for unit in objects.units([(t, p) for t, p in fallback if t is not None]):
+                    values = await self._read(unit, who, ctx)
+                    out.extend((plans, value) for (_, plans), value in zip(unit, values, strict=True))
+            except KeygateError as failover_error:
+                raise KeygateError(
+                    f"{primary_error.message}; failover region {region}: {failover_error.message}",
+                    code=failover_error.code,
+                ) from None
+            return out
+
+    async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
+        values = SCHEMA.check_parameters(ctx.parameters, self.settings, FirstError())
+        plans = [plan(obj, values, ctx.parameters) for obj in objs]
+        who = await auth.resolve(ctx, values, self.audience, self.role_resolver)
+        grouped: dict[Target, list[Plan]] = {}
+        for item in plans:
+            grouped.setdefault(item.primary, []).append(item)
+        parts = await gather_all(
+            [self._read_with_failover(unit, who, ctx) for unit in objects.units(list(grouped.items()))]
+        )
+        pairs = [(item, value) for part in parts for readers, value in part for item in readers]
+        mains = unique_ids(
+            [objects.main_file(item, value, ctx.parameters) for item, value in pairs],
+            lambda f: f"#{f.obj.path}",
+        )
+        out: list[Fetched] = []
+        for (item, _), main in zip(pairs, mains, strict=True):
+            out.append(main)
+            out.extend(objects.jmes_files(item, main, ctx.parameters))
+        out.sort(key=lambda f: f.obj.index)
+        return out
+
+    async def close(self) -> None:
+        self._pool.close()
+        self.clients.clear()

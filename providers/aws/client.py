@@ -1,0 +1,301 @@
+"""boto3 for one backend: clients per (service, region, endpoint, identity), the pod's STS
+exchange, the reads themselves, and AWS error codes as keygate errors.
+
+boto3 is blocking and costs a few hundred milliseconds to import, so it is imported on first use
+and every call runs on the backend's worker pool. AWS error messages are never echoed (only the
+error code), so nothing the service quotes back can reach the driver or the logs.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from provider.errors import (
+    Code,
+    InvalidSPC,
+    KeygateError,
+    PermissionDenied,
+    SecretNotFound,
+    Unauthenticated,
+)
+from providers.aws.auth import Auth, Credentials
+from providers.aws.params import Plan, Target
+from providers.common.errors import is_retryable
+from providers.common.runtime import ClientCache, Retryable, WorkerPool
+
+STATIC_LIFETIME = 3600.0
+
+NOT_FOUND = frozenset(
+    {
+        "ResourceNotFoundException",
+        "ParameterNotFound",
+        "ParameterVersionNotFound",
+        "ParameterVersionLabelNotFound",
+    }
+)
+ACCESS_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "DecryptionFailure",
+        "KMSAccessDeniedException",
+        "KMSDisabledException",
+        "KMSInvalidStateException",
+        "InvalidKeyId",
+    }
+)
+UNAUTHENTICATED = frozenset(
+    {
+        "InvalidIdentityToken",
+        "IDPRejectedClaim",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "InvalidClientTokenId",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "SignatureDoesNotMatch",
+    }
+)
+THROTTLED = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "TooManyRequests",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "ThrottledException",
+        "IDPCommunicationError",
+    }
+)
+TRANSIENT = frozenset(
+    {
+        "InternalFailure",
+        "InternalServiceError",
+        "InternalServiceErrorException",
+        "InternalServerError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "RequestTimeout",
+        "RequestTimeoutException",
+    }
+)
+BAD_REQUEST = frozenset({"ValidationException", "InvalidParameterException", "InvalidRequestException"})
+
+
+def _error_code(exc: Exception) -> tuple[str, int]:
+    response = getattr(exc, "response", None) or {}
+    code = str(response.get("Error", {}).get("Code", ""))
+    status = int(response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+    return code, status
+
+
+def translate_error(exc: Exception, what: str, region: str) -> KeygateError:
+    """A botocore exception as a secret-free KeygateError; Retryable for throttling/faults.
+
+    AWS error messages are not echoed (only the error code) so nothing the service quotes back
+    can reach the driver or the logs.
+    """
+    from botocore.exceptions import (
+        ClientError,
+        HTTPClientError,
+        ParamValidationError,
+    )
+    from botocore.exceptions import (
+        ConnectionError as BotoConnectionError,
+    )
+
+    if isinstance(exc, HTTPClientError | BotoConnectionError):
+        return Retryable(f"cannot reach AWS in {region} for {what} ({type(exc).__name__})")
+    if isinstance(exc, ParamValidationError):
+        return InvalidSPC(f"{what}: AWS rejected the request parameters (check objectName and versions)")
+    if not isinstance(exc, ClientError):
+        return KeygateError(
+            f"{what}: unexpected AWS client error ({type(exc).__name__})", code=Code.BACKEND_UNAVAILABLE
+        )
+    code, status = _error_code(exc)
+    if code in NOT_FOUND:
+        return SecretNotFound(f"{what} was not found in {region} ({code})")
+    if code in ACCESS_DENIED:
+        return PermissionDenied(
+            f"{what}: access denied in {region} ({code}); check the IAM role's policy and the KMS key policy"
+        )
+    if code in UNAUTHENTICATED:
+        return Unauthenticated(f"{what}: AWS rejected the credentials in {region} ({code})")
+    if code in THROTTLED or (status and is_retryable(status) and status < 500):
+        return Retryable(f"{what}: throttled by AWS in {region} ({code})")
+    if code in TRANSIENT or status >= 500:
+        return Retryable(f"{what}: AWS error in {region} ({code or status})")
+    if code in BAD_REQUEST:
+        return InvalidSPC(f"{what}: AWS refused the request in {region} ({code})")
+    return KeygateError(f"{what}: AWS returned {code or status} in {region}", code=Code.BACKEND_UNAVAILABLE)
+
+
+@dataclass(slots=True)
+class Value:
+    object_id: str
+    version: str
+    contents: bytes
+
+
+class AWSClients:
+    """Clients and temporary credentials, cached until the credentials expire."""
+
+    def __init__(
+        self, settings: Mapping[str, Any], pool: WorkerPool, workers: int, stats: Counter[str]
+    ) -> None:
+        self.endpoint_url = str(settings.get("endpoint_url") or "") or None
+        self.sts_endpoint_url = str(settings.get("sts_endpoint_url") or "") or None
+        self.region_endpoint_urls = {
+            str(k): str(v) for k, v in (settings.get("region_endpoint_urls") or {}).items()
+        }
+        self.connect_timeout = float(settings.get("connect_timeout", 5.0))
+        self.read_timeout = float(settings.get("read_timeout", 10.0))
+        self.stats = stats
+        self._pool = pool
+        self._workers = workers
+        self.credentials: ClientCache[tuple[str, ...], tuple[Credentials, float]] = ClientCache()
+        self._clients: ClientCache[tuple[str, ...], Any] = ClientCache()
+        self._session: Any = None
+        self._session_lock = threading.Lock()
+
+    def _endpoint(self, region: str) -> str | None:
+        return self.region_endpoint_urls.get(region) or self.endpoint_url
+
+    def _sts_endpoint(self, region: str) -> str | None:
+        return self.sts_endpoint_url or self._endpoint(region)
+
+    def _new_client(self, service: str, region: str, endpoint: str | None, creds: Credentials | None) -> Any:
+        import boto3
+        import botocore
+        from botocore.config import Config
+
+        config = Config(
+            region_name=region,
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            max_pool_connections=self._workers,
+            user_agent_extra="keygate",
+            signature_version=botocore.UNSIGNED if creds is None else None,
+        )
+        with self._session_lock:
+            if self._session is None:
+                self._session = boto3.session.Session()
+            return self._session.client(
+                service,
+                region_name=region,
+                endpoint_url=endpoint,
+                config=config,
+                aws_access_key_id=creds.access_key if creds else None,
+                aws_secret_access_key=creds.secret_key if creds else None,
+                aws_session_token=creds.session_token if creds else None,
+            )
+
+    def _assume(self, auth: Auth, region: str) -> tuple[Credentials, float]:
+        """Exchange the pod's token for temporary credentials (unsigned STS call)."""
+        sts = self._new_client("sts", region, self._sts_endpoint(region), None)
+        self.stats["AssumeRoleWithWebIdentity"] += 1
+        try:
+            response = sts.assume_role_with_web_identity(
+                RoleArn=auth.role_arn, RoleSessionName=auth.session_name, WebIdentityToken=auth.token
+            )
+        except Exception as exc:  # noqa: BLE001 - translated below, never echoed
+            raise translate_error(
+                exc, f"AssumeRoleWithWebIdentity for role {auth.role_arn}", region
+            ) from None
+        raw = response["Credentials"]
+        expiration = raw["Expiration"]
+        if isinstance(expiration, datetime):
+            lifetime = (expiration - datetime.now(UTC)).total_seconds()
+        else:
+            lifetime = 900.0
+        creds = Credentials(raw["AccessKeyId"], raw["SecretAccessKey"], raw["SessionToken"])
+        return creds, time.monotonic() + lifetime
+
+    async def client(self, service: str, region: str, auth: Auth) -> Any:
+        """A client for (service, region, endpoint, identity), rebuilt when its credentials expire."""
+        if auth.static is not None:
+            creds, expires, generation = auth.static, time.monotonic() + STATIC_LIFETIME, "static"
+        else:
+            sts_key = (*auth.cache_key, region, self._sts_endpoint(region) or "")
+
+            async def assume() -> tuple[tuple[Credentials, float], float]:
+                pair = await self._pool.run(lambda: self._assume(auth, region))
+                return pair, pair[1]
+
+            creds, expires = await self.credentials.get(sts_key, assume)
+            generation = repr(expires)
+        endpoint = self._endpoint(region)
+        client_key = (service, region, endpoint or "", *auth.cache_key, generation)
+
+        async def build() -> tuple[Any, float]:
+            client = await self._pool.run(lambda: self._new_client(service, region, endpoint, creds))
+            return client, expires
+
+        return await self._clients.get(client_key, build)
+
+    def get_secret(self, client: Any, plan: Plan, target: Target) -> Value:
+        kwargs: dict[str, str] = {"SecretId": target.name}
+        if target.version:
+            kwargs["VersionId"] = target.version
+        if target.label:
+            kwargs["VersionStage"] = target.label
+        self.stats["GetSecretValue"] += 1
+        try:
+            response = client.get_secret_value(**kwargs)
+        except Exception as exc:  # noqa: BLE001 - translated below, never echoed
+            what = f"{plan.where}: Secrets Manager secret {target.name!r}"
+            raise translate_error(exc, what, target.region) from None
+        if response.get("SecretString") is not None:
+            contents = str(response["SecretString"]).encode()
+        else:
+            contents = bytes(response.get("SecretBinary") or b"")
+        return Value(str(response["ARN"]), str(response.get("VersionId", "")), contents)
+
+    def get_parameters(self, client: Any, batch: Sequence[tuple[Target, Sequence[Plan]]]) -> list[Value]:
+        names = [target.ssm_request for target, _ in batch]
+        self.stats["GetParameters"] += 1
+        first = batch[0][1][0]
+        try:
+            response = client.get_parameters(Names=names, WithDecryption=True)
+        except Exception as exc:  # noqa: BLE001 - translated below, never echoed
+            what = ", ".join(f"{plans[0].where}" for _, plans in batch)
+            raise translate_error(exc, f"SSM parameters for {what}", first.primary.region) from None
+        invalid = set(response.get("InvalidParameters") or [])
+        by_base: dict[str, dict[str, Any]] = {}
+        for parameter in response.get("Parameters") or []:
+            for key in (parameter.get("Name"), parameter.get("ARN")):
+                if key:
+                    by_base[str(key)] = parameter
+        values: list[Value] = []
+        for target, plans in batch:
+            where = plans[0].where
+            if target.ssm_request in invalid:
+                raise SecretNotFound(
+                    f"{where}: SSM parameter {target.ssm_request!r} was not found in {target.region} "
+                    "(or that version/label does not exist)"
+                )
+            parameter = by_base.get(target.name)
+            if parameter is None:
+                raise KeygateError(
+                    f"{where}: SSM returned no value for {target.ssm_request!r}",
+                    code=Code.BACKEND_UNAVAILABLE,
+                )
+            values.append(
+                Value(
+                    str(parameter.get("ARN") or target.name),
+                    str(parameter.get("Version", "")),
+                    str(parameter.get("Value", "")).encode(),
+                )
+            )
+        return values
+
+    def clear(self) -> None:
+        self.credentials.clear()
+        self._clients.clear()

@@ -1,0 +1,260 @@
+"""The AWS backend's SPC vocabulary (the AWS provider's names), and each object's resolved reads.
+
+Everything here is pure: the same plan is made when lint checks an SPC and when a Mount runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from provider.domain import SecretObject
+from provider.errors import InvalidSPC
+from providers.common import readers
+from providers.common.extract import compile_jmes
+from providers.common.schema import Marker, RuleInput, Schema, Spec, Values
+
+SECRETS_MANAGER = "secretsmanager"
+SSM_PARAMETER = "ssmparameter"
+OBJECT_TYPES = (SECRETS_MANAGER, SSM_PARAMETER)
+TYPE_BY_ARN_SERVICE = {"secretsmanager": SECRETS_MANAGER, "ssm": SSM_PARAMETER}
+ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
+ARN_MARKER = r"arn:[A-Za-z0-9-]+:(secretsmanager|ssm):"
+ARN_RE = re.compile(
+    r"^arn:(?P<partition>[A-Za-z0-9-]+):(?P<service>[A-Za-z0-9-]+):(?P<region>[A-Za-z0-9-]*):"
+    r"(?P<account>\d*):(?P<resource>.+)\Z"
+)
+REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+
+
+def translate_path(name: str, parameters: Mapping[str, str]) -> str:
+    """``name`` with "/" replaced per ``pathTranslation`` (default "_"; "False" keeps it)."""
+    raw = parameters.get("pathTranslation")
+    if raw is None or raw == "":
+        return name.replace("/", "_")
+    if raw.lower() == "false":
+        return name
+    if len(raw) != 1 or raw in ("\x00", "\\"):
+        raise InvalidSPC(
+            f"parameter 'pathTranslation' must be a single character or \"False\", not {raw[:20]!r}"
+        )
+    return name.replace("/", raw)
+
+
+def default_path(item: Mapping[str, Any], parameters: Mapping[str, str]) -> str:
+    """The file name for an object without objectAlias: its name with "/" translated."""
+    return translate_path(str(item.get("objectName", "")), parameters)
+
+
+@dataclass(frozen=True, slots=True)
+class Arn:
+    partition: str
+    service: str
+    region: str
+    account: str
+    resource: str
+
+    @classmethod
+    def parse(cls, text: str) -> Arn | None:
+        match = ARN_RE.match(text)
+        return cls(**match.groupdict()) if match else None
+
+    def with_region(self, region: str) -> str:
+        return f"arn:{self.partition}:{self.service}:{region}:{self.account}:{self.resource}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """One AWS read: what to ask for, where."""
+
+    object_type: str
+    name: str
+    region: str
+    version: str = ""
+    label: str = ""
+
+    @property
+    def ssm_request(self) -> str:
+        """The GetParameters name with its selector (``name:3`` or ``name:label``)."""
+        selector = self.version or self.label
+        return f"{self.name}:{selector}" if selector else self.name
+
+
+@dataclass(frozen=True, slots=True)
+class JmesEntry:
+    path: str
+    alias: str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """An SPC object resolved to its primary read, optional failover read and extractions."""
+
+    obj: SecretObject
+    primary: Target
+    failover: Target | None
+    jmes: tuple[JmesEntry, ...]
+
+    @property
+    def where(self) -> str:
+        return f"objects[{self.obj.index}] {self.obj.name!r}"
+
+
+def _type_of(name: str, declared: str, where: str, region: str) -> str:
+    arn = Arn.parse(name) if name.startswith("arn:") else None
+    declared = declared.lower()
+    if name.startswith("arn:"):
+        if arn is None or arn.service not in TYPE_BY_ARN_SERVICE:
+            raise InvalidSPC(
+                f"{where}: objectName looks like an ARN but is not a Secrets Manager or SSM parameter ARN"
+            )
+        from_arn = TYPE_BY_ARN_SERVICE[arn.service]
+        if declared and declared != from_arn:
+            raise InvalidSPC(
+                f"{where}: objectType {declared!r} does not match the ARN's service ({from_arn})"
+            )
+        if arn.region and region and arn.region != region:
+            raise InvalidSPC(f"{where}: the ARN's region {arn.region} is not the SPC region {region}")
+        return from_arn
+    if declared not in OBJECT_TYPES:
+        raise InvalidSPC(
+            f"{where}: objectType must be 'secretsmanager' or 'ssmparameter' "
+            f"(or give a full ARN as objectName), not {declared[:40]!r}"
+        )
+    return declared
+
+
+def _version_fields(spec: Mapping[str, Any], object_type: str, where: str) -> tuple[str, str]:
+    version = readers.string(spec.get("objectVersion"), f"{where}: objectVersion")
+    label = readers.string(spec.get("objectVersionLabel"), f"{where}: objectVersionLabel")
+    if object_type == SSM_PARAMETER:
+        if version and label:
+            raise InvalidSPC(f"{where}: an SSM parameter takes objectVersion or objectVersionLabel, not both")
+        if version and not version.isdigit():
+            raise InvalidSPC(f"{where}: objectVersion of an SSM parameter must be a version number")
+    elif version and not 32 <= len(version) <= 64:
+        raise InvalidSPC(f"{where}: objectVersion must be a Secrets Manager VersionId (32 to 64 characters)")
+    return version, label
+
+
+def _jmes_entries(raw: Any, where: str) -> tuple[JmesEntry, ...]:
+    if raw in (None, ""):
+        return ()
+    if not isinstance(raw, list) or not raw:
+        raise InvalidSPC(f"{where}: jmesPath must be a list of {{path, objectAlias}} entries")
+    entries: list[JmesEntry] = []
+    for i, entry in enumerate(raw):
+        at = f"{where} jmesPath[{i}]"
+        if not isinstance(entry, Mapping):
+            raise InvalidSPC(f"{at} must be a mapping with 'path' and 'objectAlias'")
+        path = readers.string(entry.get("path"), f"{at}: path")
+        alias = readers.string(entry.get("objectAlias"), f"{at}: objectAlias")
+        if not path or not alias:
+            raise InvalidSPC(f"{at} needs both 'path' and 'objectAlias'")
+        compile_jmes(path)
+        entries.append(JmesEntry(path, alias))
+    return tuple(entries)
+
+
+def plan(obj: SecretObject, values: Values, parameters: Mapping[str, str]) -> Plan:
+    """Resolve one object against the SPC's values; raises InvalidSPC naming the field at fault."""
+    where = f"objects[{obj.index}] {obj.name!r}"
+    region = values.text("region")
+    failover_region = values.text("failoverRegion")
+    translate_path(obj.name, parameters)
+    spec = obj.spec
+    object_type = _type_of(obj.name, obj.str_field("objectType"), where, region)
+    version, label = _version_fields(spec, object_type, where)
+    primary = Target(object_type, obj.name, region, version, label)
+    failover: Target | None = None
+    raw_failover = spec.get("failoverObject")
+    if raw_failover not in (None, ""):
+        if not failover_region:
+            raise InvalidSPC(f"{where}: failoverObject needs the SPC parameter 'failoverRegion'")
+        if not isinstance(raw_failover, Mapping):
+            raise InvalidSPC(f"{where}: failoverObject must be a mapping with objectName")
+        f_where = f"{where} failoverObject"
+        f_name = readers.string(raw_failover.get("objectName"), f"{f_where}: objectName")
+        if not f_name:
+            raise InvalidSPC(f"{f_where}: objectName is required")
+        f_type = _type_of(f_name, object_type, f_where, failover_region)
+        f_version, f_label = _version_fields(raw_failover, f_type, f_where)
+        failover = Target(f_type, f_name, failover_region, f_version or version, f_label or label)
+    elif failover_region:
+        arn = Arn.parse(obj.name)
+        name = arn.with_region(failover_region) if arn and arn.region else obj.name
+        failover = Target(object_type, name, failover_region, version, label)
+    return Plan(obj, primary, failover, _jmes_entries(spec.get("jmesPath"), where))
+
+
+def _regions(given: RuleInput) -> None:
+    values = given.parameters
+    region, failover = values.text("region"), values.text("failoverRegion")
+    if region and not REGION_RE.fullmatch(region):
+        raise InvalidSPC(f"parameter 'region' {region[:40]!r} is not an AWS region name")
+    if failover and not REGION_RE.fullmatch(failover):
+        raise InvalidSPC(f"parameter 'failoverRegion' {failover[:40]!r} is not an AWS region name")
+    if failover and failover == region:
+        raise InvalidSPC("parameter 'failoverRegion' must differ from 'region'")
+
+
+def _path_translation(given: RuleInput) -> None:
+    translate_path("", {"pathTranslation": given.parameters.text("pathTranslation")})
+
+
+def _object(given: RuleInput) -> None:
+    assert given.obj is not None
+    raw = {"pathTranslation": given.parameters.text("pathTranslation")}
+    plan(given.obj, given.parameters, raw)
+    alias = given.obj.spec.get("objectAlias")
+    if isinstance(alias, str):
+        translate_path(alias, raw)
+
+
+SCHEMA = Schema(
+    backend="aws",
+    summary="AWS Secrets Manager and SSM Parameter Store, with the pod's own IAM role (IRSA).",
+    parameters=(
+        Spec(
+            "region",
+            "AWS region of the secrets, e.g. eu-west-1",
+            required=True,
+            setting="region",
+            marker=True,
+        ),
+        Spec("failoverRegion", "region read when the primary region is unavailable", marker=True),
+        Spec("pathTranslation", 'character that replaces "/" in file names ("False" keeps it)', marker=True),
+        Spec("roleArn", f"IAM role the pod assumes (default: the service account's {ROLE_ANNOTATION})"),
+        Spec(
+            "usePodIdentity",
+            "EKS Pod Identity",
+            kind="bool",
+            refused="EKS Pod Identity is not supported yet; use IRSA: set 'roleArn' or annotate the "
+            f"service account with {ROLE_ANNOTATION}",
+        ),
+        Spec("preferredAddressType", "accepted for compatibility with the AWS provider; not used"),
+    ),
+    fields=(
+        Spec("objectType", "secretsmanager or ssmparameter (implied by an ARN objectName)"),
+        Spec("objectVersion", "Secrets Manager VersionId or SSM parameter version"),
+        Spec("objectVersionLabel", "Secrets Manager staging label or SSM parameter label"),
+        Spec(
+            "jmesPath",
+            "list of {path, objectAlias}: JSON values written to their own files",
+            kind="list",
+            invalid="{where} must be a list of {{path, objectAlias}} entries",
+        ),
+        Spec(
+            "failoverObject",
+            "{objectName, ...} read in failoverRegion instead of this object",
+            kind="mapping",
+            invalid="{where} must be a mapping with objectName",
+        ),
+    ),
+    object_markers=(Marker("objectType", values=OBJECT_TYPES), Marker("objectName", pattern=ARN_MARKER)),
+    spc_rules=(_regions, _path_translation),
+    object_rules=(_object,),
+    default_path=default_path,
+)

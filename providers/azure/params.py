@@ -1,0 +1,147 @@
+"""The Azure Key Vault backend's SPC vocabulary (secrets-store-csi-driver-provider-azure's names)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from provider.errors import InvalidSPC
+from providers.common.encoding import ENCODINGS
+from providers.common.schema import Marker, RuleInput, Schema, Spec
+
+OBJECT_TYPES = ("secret", "key", "cert")
+FORMATS = ("pem", "pfx")
+MAX_HISTORY = 100
+WORKLOAD_IDENTITY = "use workload identity (clientID)"
+
+VAULT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]")
+OBJECT_NAME = re.compile(r"[A-Za-z0-9-]{1,127}")
+VERSION = re.compile(r"[A-Za-z0-9]{1,64}")
+TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,99}")
+CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+
+
+@dataclass(frozen=True, slots=True)
+class Cloud:
+    """The endpoints of one Azure cloud that the backend needs."""
+
+    vault_dns_suffix: str
+    authority_host: str
+
+
+CLOUDS: dict[str, Cloud] = {
+    "azurepubliccloud": Cloud("vault.azure.net", "https://login.microsoftonline.com"),
+    "azureusgovernmentcloud": Cloud("vault.usgovcloudapi.net", "https://login.microsoftonline.us"),
+    "azurechinacloud": Cloud("vault.azure.cn", "https://login.chinacloudapi.cn"),
+    "azuregermancloud": Cloud("vault.microsoftazure.de", "https://login.microsoftonline.de"),
+}
+
+
+def _vault(given: RuleInput) -> None:
+    values = given.parameters
+    vault = values.text("keyvaultName")
+    if vault and not VAULT_NAME.fullmatch(vault):
+        raise InvalidSPC(
+            f"parameter 'keyvaultName' {vault[:40]!r} is not a Key Vault name "
+            "(3-24 letters, digits and hyphens, starting with a letter)"
+        )
+    tenant = values.text("tenantId")
+    if tenant and not TENANT.fullmatch(tenant):
+        raise InvalidSPC("parameter 'tenantId' must be a tenant GUID or domain name")
+    client_id = values.text("clientID")
+    if client_id and not CLIENT_ID.fullmatch(client_id):
+        raise InvalidSPC("parameter 'clientID' must be the application (client) id GUID")
+
+
+def _object(given: RuleInput) -> None:
+    assert given.obj is not None and given.fields is not None
+    fields, where = given.fields, given.where
+    if not OBJECT_NAME.fullmatch(given.obj.name):
+        raise InvalidSPC(f"{where}: objectName must be 1-127 letters, digits and hyphens")
+    version = fields.text("objectVersion")
+    if version and not VERSION.fullmatch(version):
+        raise InvalidSPC(f"{where}: objectVersion must be a Key Vault version id (letters and digits)")
+    if fields.text("objectFormat") == "pfx" and fields.text("objectType") != "secret":
+        raise InvalidSPC(f"{where}: objectFormat pfx is only supported with objectType secret")
+
+
+SCHEMA = Schema(
+    backend="azure",
+    summary="Azure Key Vault secrets, keys and certificates, read with the pod's workload identity.",
+    parameters=(
+        Spec("keyvaultName", "name of the Key Vault", required=True, marker=True),
+        Spec("tenantId", "tenant (GUID or domain) of the vault", required=True, aliases=("tenantID",)),
+        Spec(
+            "cloudName",
+            "Azure cloud of the vault",
+            kind="choice",
+            choices=tuple(CLOUDS),
+            default="azurepubliccloud",
+            invalid="parameter 'cloudName' {value!r} is unknown; use one of AzurePublicCloud, "
+            "AzureUSGovernmentCloud, AzureChinaCloud, AzureGermanCloud",
+        ),
+        Spec("clientID", "client id of the workload identity the pod's token is federated with"),
+        Spec(
+            "usePodIdentity",
+            "AAD Pod Identity",
+            kind="bool",
+            refused=f"AAD Pod Identity is deprecated upstream; {WORKLOAD_IDENTITY}",
+        ),
+        Spec(
+            "useVMManagedIdentity",
+            "the node's VM managed identity",
+            kind="bool",
+            refused="a VM managed identity is the node's identity, not the pod's; "
+            f"{WORKLOAD_IDENTITY} so each pod authenticates as itself",
+        ),
+        Spec(
+            "userAssignedIdentityID",
+            "a VM managed identity's client id",
+            refused="it selects a VM managed identity (useVMManagedIdentity), which keygate "
+            f"does not use; {WORKLOAD_IDENTITY}",
+        ),
+        Spec(
+            "cloudEnvFileName",
+            "custom cloud environment file",
+            refused="custom cloud files are not read; set backends.azure.vault_url_template and "
+            "authority_host in the daemon configuration instead",
+        ),
+    ),
+    fields=(
+        Spec(
+            "objectType",
+            "secret, key or cert",
+            kind="choice",
+            choices=OBJECT_TYPES,
+            required=True,
+            invalid="{obj}: objectType must be one of secret, key, cert",
+        ),
+        Spec("objectVersion", "version id (default: the current version)"),
+        Spec(
+            "objectVersionHistory",
+            f"write this many newest versions as <file>/0, /1, ... (0-{MAX_HISTORY})",
+            kind="int",
+            default="0",
+            bounds=(0, MAX_HISTORY),
+        ),
+        Spec(
+            "objectFormat",
+            "pem or pfx, for certificate-backed secrets",
+            kind="choice",
+            choices=FORMATS,
+            default="pem",
+            invalid="{obj}: objectFormat must be pem or pfx",
+        ),
+        Spec(
+            "objectEncoding",
+            "how the secret's value is stored",
+            kind="choice",
+            choices=ENCODINGS,
+            default="utf-8",
+            invalid="{obj}: objectEncoding must be utf-8, base64 or hex",
+        ),
+    ),
+    object_markers=(Marker("objectType", values=OBJECT_TYPES),),
+    spc_rules=(_vault,),
+    object_rules=(_object,),
+)

@@ -1,0 +1,338 @@
+"""One declaration per backend of what an SPC may say to it, and the one walk that checks it.
+
+A :class:`Schema` lists a backend's SPC parameters and per-object fields (:class:`Spec`: type,
+default, allowed values, other spellings, the daemon setting that can fill it, a one-line doc),
+the markers that tell its objects and SPCs apart from other backends', and the cross-field
+rules that no single value can express. The daemon's parsing (:meth:`Schema.read_parameters`,
+:meth:`Schema.read_fields`), the registry's inference (:meth:`Schema.marks_object`), ``keygate
+lint`` and the docs' parameter tables all come from it, so they cannot drift apart.
+
+The walk reports into a :class:`Sink`: :class:`FirstError` raises on the first error (the
+daemon), :class:`Collect` keeps every finding (lint). Without daemon settings (lint), a required
+value that a setting could fill is a warning naming that setting instead of an error.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, Protocol
+
+from provider.errors import InvalidSPC
+from providers.common import readers
+
+if TYPE_CHECKING:
+    from provider.domain import SecretObject
+
+Kind = Literal["string", "bool", "int", "choice", "list", "mapping", "text"]
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """One SPC parameter or object field, as users write it."""
+
+    name: str
+    doc: str
+    kind: Kind = "string"
+    required: bool = False
+    default: str | None = None
+    choices: tuple[str, ...] = ()
+    aliases: tuple[str, ...] = ()
+    deprecated: tuple[str, ...] = ()
+    setting: str = ""
+    marker: bool = False
+    refused: str = ""
+    invalid: str = ""
+    bounds: tuple[int, int] = (0, 2**31)
+
+    @property
+    def spellings(self) -> tuple[str, ...]:
+        return (self.name, *self.aliases, *self.deprecated)
+
+
+@dataclass(frozen=True, slots=True)
+class Marker:
+    """An object field that names a backend: by its presence, or by one of ``values``/``pattern``."""
+
+    field: str
+    values: tuple[str, ...] = ()
+    pattern: str = ""
+
+    @property
+    def by_presence(self) -> bool:
+        return not self.values and not self.pattern
+
+    def matches(self, item: Mapping[str, Any]) -> bool:
+        if self.field not in item:
+            return False
+        if self.by_presence:
+            return True
+        text = str(item.get(self.field, ""))
+        return text.lower() in self.values or bool(self.pattern and re.match(self.pattern, text))
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem the walk found; ``index`` is the object (None for a parameter)."""
+
+    severity: Severity
+    message: str
+    index: int | None = None
+    key: str | None = None
+
+
+class Sink(Protocol):
+    """Where the walk reports: raise at once, or collect."""
+
+    def report(self, finding: Finding) -> None: ...
+
+
+class FirstError:
+    """The daemon's sink: the first error is raised as InvalidSPC; warnings are dropped."""
+
+    def report(self, finding: Finding) -> None:
+        if finding.severity == "error":
+            raise InvalidSPC(finding.message)
+
+
+@dataclass(slots=True)
+class Collect:
+    """Lint's sink: every finding, in order."""
+
+    findings: list[Finding] = field(default_factory=list)
+
+    def report(self, finding: Finding) -> None:
+        self.findings.append(finding)
+
+
+class Values:
+    """Typed values read through a schema, keyed by canonical name."""
+
+    def __init__(self, values: Mapping[str, Any], given: frozenset[str]) -> None:
+        self._values = dict(values)
+        self.given = given
+
+    def get(self, name: str) -> Any:
+        return self._values.get(name)
+
+    def text(self, name: str) -> str:
+        value = self._values.get(name)
+        return "" if value is None else str(value)
+
+    def flag(self, name: str) -> bool:
+        return bool(self._values.get(name))
+
+    def number(self, name: str) -> int:
+        value = self._values.get(name)
+        return int(value) if value is not None else 0
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleInput:
+    """What a cross-field rule sees; ``settings`` is None when the daemon's config is unknown."""
+
+    parameters: Values
+    settings: Mapping[str, Any] | None
+    obj: SecretObject | None = None
+    fields: Values | None = None
+
+    @property
+    def where(self) -> str:
+        return "" if self.obj is None else f"objects[{self.obj.index}] {self.obj.name!r}"
+
+
+Rule = Callable[[RuleInput], None]
+"""A check across values; raises InvalidSPC naming what to change."""
+PathRule = Callable[[Mapping[str, Any], Mapping[str, str]], str]
+
+
+def _first(raw: Mapping[str, Any], spec: Spec) -> tuple[str | None, Any]:
+    for key in spec.spellings:
+        value = raw.get(key)
+        if value is None or (isinstance(value, str) and not value.strip()):
+            continue
+        return key, value
+    return None, None
+
+
+def _convert(spec: Spec, value: Any, label: str, strip: bool, obj: str = "") -> Any:
+    if spec.kind == "bool":
+        return readers.truthy(value, label)
+    if spec.kind == "int":
+        return readers.whole(value, label, *spec.bounds)
+    if spec.kind == "list":
+        if not isinstance(value, list):
+            raise InvalidSPC(spec.invalid.format(where=label) if spec.invalid else f"{label} must be a list")
+        return value
+    if spec.kind == "mapping":
+        if not isinstance(value, dict):
+            raise InvalidSPC(
+                spec.invalid.format(where=label) if spec.invalid else f"{label} must be a mapping"
+            )
+        return value
+    text = readers.string(value, label)
+    if strip:
+        text = text.strip()
+    if spec.kind == "choice":
+        folded = text.lower()
+        if folded not in spec.choices:
+            raise InvalidSPC(
+                spec.invalid.format(where=label, obj=obj, value=text[:40])
+                if spec.invalid
+                else f"{label} must be one of {', '.join(spec.choices)}"
+            )
+        return folded
+    return text
+
+
+@dataclass(frozen=True, slots=True)
+class Schema:
+    """A backend's whole SPC vocabulary; see the module docstring."""
+
+    backend: str
+    summary: str
+    parameters: tuple[Spec, ...] = ()
+    fields: tuple[Spec, ...] = ()
+    object_markers: tuple[Marker, ...] = ()
+    spc_rules: tuple[Rule, ...] = ()
+    object_rules: tuple[Rule, ...] = ()
+    default_path: PathRule | None = None
+
+    @property
+    def spc_markers(self) -> frozenset[str]:
+        return frozenset(p.name for p in self.parameters if p.marker)
+
+    def parameter_names(self) -> frozenset[str]:
+        return frozenset(name for p in self.parameters for name in p.spellings)
+
+    def field_names(self) -> frozenset[str]:
+        return frozenset(name for f in self.fields for name in f.spellings)
+
+    def marks_object(self, item: Mapping[str, Any], by_presence: bool) -> bool:
+        return any(m.matches(item) for m in self.object_markers if m.by_presence == by_presence)
+
+    def marks_spc(self, parameters: Mapping[str, str]) -> bool:
+        return bool(self.spc_markers & parameters.keys())
+
+    def read_parameters(
+        self,
+        parameters: Mapping[str, str],
+        settings: Mapping[str, Any] | None,
+        sink: Sink | None = None,
+    ) -> Values:
+        """The SPC-level values: spelling resolved, setting or default filled, type checked."""
+        sink = sink or FirstError()
+        values: dict[str, Any] = {}
+        given: set[str] = set()
+        for spec in self.parameters:
+            label = f"parameter {spec.name!r}"
+            used, raw = _first(parameters, spec)
+            if used is not None and used in spec.deprecated:
+                sink.report(
+                    Finding(
+                        "warning", f"parameter {used!r} is an old spelling; write {spec.name!r}", key=used
+                    )
+                )
+            if used is None and spec.setting and settings is not None:
+                filled = settings.get(spec.setting)
+                raw = None if filled in (None, "") else filled
+            if raw is None and used is None and spec.required:
+                if spec.setting and settings is None:
+                    sink.report(
+                        Finding(
+                            "warning",
+                            f"parameter {spec.name!r} is not set, so the daemon setting "
+                            f"backends.{self.backend}.{spec.setting} must provide it",
+                            key=spec.name,
+                        )
+                    )
+                    continue
+                also = (
+                    f" (or backends.{self.backend}.{spec.setting} in the daemon config)"
+                    if spec.setting
+                    else ""
+                )
+                sink.report(Finding("error", f"{label} is required{also}: {spec.doc}", key=spec.name))
+                continue
+            if raw is None:
+                raw = spec.default
+            if raw is None:
+                continue
+            try:
+                value = _convert(spec, raw, label, strip=True)
+            except InvalidSPC as exc:
+                sink.report(Finding("error", exc.message, key=used))
+                continue
+            if spec.refused and used is not None and value not in (False, ""):
+                sink.report(
+                    Finding("error", f"{label} is not supported by keygate: {spec.refused}", key=used)
+                )
+                continue
+            values[spec.name] = value
+            if used is not None:
+                given.add(spec.name)
+        return Values(values, frozenset(given))
+
+    def read_fields(self, obj: SecretObject, sink: Sink | None = None) -> Values:
+        """One object's backend fields, type checked; defaults filled."""
+        sink = sink or FirstError()
+        where = f"objects[{obj.index}] {obj.name!r}"
+        values: dict[str, Any] = {}
+        given: set[str] = set()
+        for spec in self.fields:
+            used, raw = _first(obj.spec, spec)
+            if raw is None and spec.required:
+                sink.report(
+                    Finding("error", f"{where}: {spec.name!r} is required ({spec.doc})", obj.index, spec.name)
+                )
+                continue
+            if raw is None:
+                raw = spec.default
+            if raw is None:
+                continue
+            try:
+                value = _convert(spec, raw, f"{where}: {spec.name!r}", strip=False, obj=where)
+            except InvalidSPC as exc:
+                sink.report(Finding("error", exc.message, obj.index, used))
+                continue
+            values[spec.name] = value
+            if used is not None:
+                given.add(spec.name)
+        return Values(values, frozenset(given))
+
+    def check_parameters(
+        self, parameters: Mapping[str, str], settings: Mapping[str, Any] | None, sink: Sink
+    ) -> Values:
+        """Read the parameters, then run the SPC-level rules; every finding goes to ``sink``."""
+        before = _errors(sink)
+        values = self.read_parameters(parameters, settings, sink)
+        if _errors(sink) == before:
+            for rule in self.spc_rules:
+                _run(rule, RuleInput(values, settings), sink, None)
+        return values
+
+    def check_object(
+        self, obj: SecretObject, parameters: Values, settings: Mapping[str, Any] | None, sink: Sink
+    ) -> None:
+        """Read one object's fields, then run the object rules."""
+        before = _errors(sink)
+        fields = self.read_fields(obj, sink)
+        if _errors(sink) == before:
+            for rule in self.object_rules:
+                _run(rule, RuleInput(parameters, settings, obj, fields), sink, obj.index)
+
+
+def _errors(sink: Sink) -> int:
+    return sum(f.severity == "error" for f in sink.findings) if isinstance(sink, Collect) else 0
+
+
+def _run(rule: Rule, given: RuleInput, sink: Sink, index: int | None) -> None:
+    try:
+        rule(given)
+    except InvalidSPC as exc:
+        sink.report(Finding("error", exc.message, index))

@@ -1,0 +1,121 @@
+"""The GCP Secret Manager backend's SPC vocabulary (the GCP provider's ``secrets`` list)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from provider.domain import SecretObject
+from provider.errors import InvalidSPC
+from providers.common.schema import Marker, RuleInput, Schema, Spec
+
+GLOBAL_RESOURCE = re.compile(r"projects/([^/]+)/secrets/([^/]+)/versions/([^/]+)")
+REGIONAL_RESOURCE = re.compile(r"projects/([^/]+)/locations/([^/]+)/secrets/([^/]+)/versions/([^/]+)")
+LOCATION = re.compile(r"[a-z][a-z0-9-]{0,29}")
+SERVICE_ACCOUNT_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
+AUTH_POD = "pod-adc"
+AUTH_PROVIDER = "provider-adc"
+
+
+def parse_resource(name: str, where: str) -> str | None:
+    """The location of a regional resource name, None for a global one; InvalidSPC otherwise."""
+    regional = REGIONAL_RESOURCE.fullmatch(name)
+    if regional:
+        location = regional.group(2)
+        if not LOCATION.fullmatch(location):
+            raise InvalidSPC(f"{where}: location {location[:40]!r} is not a valid GCP location")
+        return location
+    if GLOBAL_RESOURCE.fullmatch(name):
+        return None
+    raise InvalidSPC(
+        f"{where}: resourceName must be projects/<project>/secrets/<secret>/versions/<version> or "
+        "projects/<project>/locations/<location>/secrets/<secret>/versions/<version>"
+    )
+
+
+def resource_name(obj: SecretObject) -> str:
+    """The secret version to read: ``resourceName``, which an ``objects`` entry may pair with an
+    ``objectName`` (a mixed SPC names every object), else the object's name."""
+    return obj.str_field("resourceName") or obj.name
+
+
+def delegates(raw: str, where: str) -> tuple[str, ...]:
+    """``gcpServiceAccountDelegates``: a JSON list (as the GKE annotation) or a comma list."""
+    text = raw.strip()
+    if not text:
+        return ()
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except ValueError:
+            raise InvalidSPC(f"{where}: gcpServiceAccountDelegates is not a valid JSON list") from None
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise InvalidSPC(f"{where}: gcpServiceAccountDelegates must be a list of e-mail addresses")
+        items = [v.strip() for v in value]
+    else:
+        items = [v.strip() for v in text.split(",") if v.strip()]
+    for item in items:
+        if not SERVICE_ACCOUNT_EMAIL.fullmatch(item):
+            raise InvalidSPC(f"{where}: delegate {item[:80]!r} is not a service-account e-mail")
+    return tuple(items)
+
+
+def _identity(given: RuleInput) -> None:
+    gsa = given.parameters.text("gcpServiceAccount")
+    if gsa and not SERVICE_ACCOUNT_EMAIL.fullmatch(gsa):
+        raise InvalidSPC(f"parameter 'gcpServiceAccount' {gsa[:80]!r} is not a service-account e-mail")
+    delegates(given.parameters.text("gcpServiceAccountDelegates"), "parameter 'gcpServiceAccountDelegates'")
+
+
+def _object(given: RuleInput) -> None:
+    assert given.obj is not None and given.fields is not None
+    obj, fields, where = given.obj, given.fields, given.where
+    parse_resource(resource_name(obj), where)
+    file_name = obj.str_field("fileName")
+    path = obj.str_field("path")
+    named = obj.str_field("objectName") and obj.str_field("resourceName")
+    if not (file_name or path or obj.str_field("objectAlias") or named):
+        raise InvalidSPC(
+            f"{where}: set fileName (or path) to name the file this secret is written to; "
+            "the GCP provider requires one and keygate does too"
+        )
+    if file_name and path and file_name != path:
+        raise InvalidSPC(f"{where}: set either fileName or path, not both with different values")
+    if fields.text("extractJSONKey") and fields.text("extractYAMLKey"):
+        raise InvalidSPC(f"{where}: set either extractJSONKey or extractYAMLKey, not both")
+
+
+SCHEMA = Schema(
+    backend="gcp",
+    summary="GCP Secret Manager versions, read with the pod's workload identity.",
+    parameters=(
+        Spec("secrets", "the GCP provider's object list (resourceName + fileName/path entries)", kind="text"),
+        Spec(
+            "auth",
+            f"{AUTH_POD} (the pod's workload identity) or {AUTH_PROVIDER} (the daemon's own)",
+            kind="choice",
+            choices=(AUTH_POD, AUTH_PROVIDER),
+            invalid=f"parameter 'auth' is {{value!r}}; use {AUTH_POD!r} (the pod's workload identity, "
+            f"the default) or {AUTH_PROVIDER!r} (the daemon's own credentials)",
+        ),
+        Spec(
+            "workloadIdentityPool", "workload identity pool of the cluster", setting="workload_identity_pool"
+        ),
+        Spec("identityProvider", "identity provider of that pool", setting="identity_provider"),
+        Spec(
+            "workloadIdentityAudience",
+            "STS audience (default: identitynamespace:<pool>:<provider>)",
+            setting="workload_identity_audience",
+        ),
+        Spec("gcpServiceAccount", "Google service account to impersonate after the STS exchange"),
+        Spec("gcpServiceAccountDelegates", "delegation chain for that impersonation (JSON or comma list)"),
+    ),
+    fields=(
+        Spec("resourceName", "projects/<p>/[locations/<l>/]secrets/<s>/versions/<v>", marker=True),
+        Spec("extractJSONKey", "write only this top-level string of a JSON payload"),
+        Spec("extractYAMLKey", "write only this top-level string of a YAML payload"),
+    ),
+    object_markers=(Marker("resourceName"),),
+    spc_rules=(_identity,),
+    object_rules=(_object,),
+)

@@ -1,0 +1,187 @@
+"""The Vault (and OpenBao) backend: logs in *as the pod* and reads what the SPC lists.
+
+Parameters mirror hashicorp/vault-csi-provider so an SPC moves over by changing only
+``spec.provider`` (see :mod:`providers.vault.params`). The pod's own projected service-account
+token (for ``audience``) is exchanged at the ``kubernetes`` or ``jwt`` auth method for a Vault
+token; the daemon never uses a token of its own. Identical reads within a Mount happen once;
+distinct reads run concurrently on a bounded worker pool per Vault address (requests is blocking).
+
+Dynamic secrets (anything with a lease, and every POST) are either re-requested on every Mount
+(``per-mount``) or reused while most of their lease remains (``reuse``, the default), so the
+driver's rotation poll does not mint a new database user every two minutes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, ClassVar
+
+from provider.domain import FetchContext, Fetched, SecretObject
+from provider.errors import KeygateError, PermissionDenied
+from providers.common.ids import unique_ids
+from providers.common.runtime import ClientCache, KeyedPools, gather_all, with_retries
+from providers.common.schema import FirstError, Schema
+from providers.common.tokens import pod_token
+from providers.vault import auth, objects
+from providers.vault.client import Forbidden, Read, Result, Session, VaultHTTP
+from providers.vault.params import AUTH_METHODS, DEFAULT_AUDIENCE, DYNAMIC_MODES, SCHEMA, VaultParams
+from providers.vault.transport import Exchange
+
+log = logging.getLogger("keygate.vault")
+
+MAX_CACHED = 4096
+
+
+class VaultBackend:
+    """Reads Vault/OpenBao secrets with the pod's own identity."""
+
+    name: ClassVar[str] = "vault"
+    schema: ClassVar[Schema | None] = SCHEMA
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        self.settings = dict(settings)
+        self.default_audience = str(settings.get("default_audience", DEFAULT_AUDIENCE))
+        self.settings["default_audience"] = self.default_audience
+        if str(settings.get("dynamic_secrets", "reuse")) not in DYNAMIC_MODES:
+            raise KeygateError(f"backends.vault.dynamic_secrets must be one of {', '.join(DYNAMIC_MODES)}")
+        if str(settings.get("auth_method", "kubernetes")) not in AUTH_METHODS:
+            raise KeygateError(f"backends.vault.auth_method must be one of {', '.join(AUTH_METHODS)}")
+        workers = int(settings.get("workers", 16))
+        self.stats: Counter[str] = Counter()
+        self._stats_lock = threading.Lock()
+        self._http = VaultHTTP(float(settings.get("request_timeout", 10.0)), workers, self._count)
+        self._pools = KeyedPools("vault", workers)
+        self._tokens: ClientCache[tuple[Any, ...], Session] = ClientCache(margin=0.0)
+        self._leases: dict[tuple[Any, ...], Result] = {}
+        self._kv2_prefix: dict[tuple[Any, ...], str | None] = {}
+
+    def _count(self, name: str) -> None:
+        """Counters (logins, renewals, reads, ...) for metrics and tests; bumped from worker threads."""
+        with self._stats_lock:
+            self.stats[name] += 1
+
+    def params(self, parameters: Mapping[str, str]) -> VaultParams:
+        """The SPC-level Vault settings, read through the schema (first error raised)."""
+        return VaultParams.of(SCHEMA.check_parameters(parameters, self.settings, FirstError()))
+
+    def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
+        return None
+
+    async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
+        params = self.params(ctx.parameters)
+        jwt = pod_token(ctx, [params.audience], " (or set the SPC parameter 'audience' to one it requests)")
+        if params.tls.skip_verify:
+            log.warning(
+                "vault TLS verification disabled by vaultSkipTLSVerify (insecure)",
+                extra={"vault": params.address, "namespace": ctx.pod.namespace, "spc": ctx.spc_name},
+            )
+        key = auth.token_key(params, ctx, jwt)
+        reads = list({objects.read_of(obj): None for obj in objs})
+        results = dict(
+            zip(reads, await gather_all([self._read(params, ctx, jwt, key, r) for r in reads]), strict=True)
+        )
+        out: list[Fetched] = []
+        for obj in objs:
+            read = objects.read_of(obj)
+            result = results[read]
+            body = objects.contents(obj, read, result)
+            out.append(
+                Fetched(obj=obj, object_id=objects.object_id(obj), contents=body, version=result.version)
+            )
+        return unique_ids(out, lambda item: f"~{item.obj.name}")
+
+    async def _session(
+        self, params: VaultParams, ctx: FetchContext, jwt: str, key: tuple[Any, ...]
+    ) -> Session:
+        return await auth.session(self._tokens, self._http, self._call, params, ctx, jwt, key)
+
+    async def _read(
+        self, params: VaultParams, ctx: FetchContext, jwt: str, token_key: tuple[Any, ...], read: Read
+    ) -> Result:
+        lease_key = (token_key, read)
+        cached = self._leases.get(lease_key)
+        if cached is not None and params.dynamic == "reuse" and time.monotonic() < cached.reuse_until:
+            self._count("lease_reuses")
+            return cached
+        session = await self._session(params, ctx, jwt, token_key)
+        path = await self._kv_path(params, ctx, session, read)
+        try:
+            result: Result = await self._call(
+                params, ctx, lambda: self._http.read(params, session, read, path)
+            )
+        except Forbidden:
+            current = await self._session(params, ctx, jwt, token_key)
+            if current.token == session.token:
+                self._tokens.invalidate(token_key)
+                current = await self._session(params, ctx, jwt, token_key)
+            self._count("relogins_after_403")
+            try:
+                result = await self._call(params, ctx, lambda: self._http.read(params, current, read, path))
+            except Forbidden:
+                raise PermissionDenied(
+                    f"{params.where}: role {params.role!r} may not {read.method} {read.path!r} "
+                    "(403 permission denied); grant it in the role's policies"
+                ) from None
+        if result.dynamic and params.dynamic == "reuse" and result.reuse_until > time.monotonic():
+            if len(self._leases) > MAX_CACHED:
+                self._prune_leases()
+            self._leases[lease_key] = result
+        return result
+
+    def _prune_leases(self) -> None:
+        now = time.monotonic()
+        for key in [k for k, v in self._leases.items() if v.reuse_until <= now]:
+            self._leases.pop(key, None)
+        while len(self._leases) > MAX_CACHED:
+            self._leases.pop(next(iter(self._leases)))
+
+    async def _kv_path(self, params: VaultParams, ctx: FetchContext, session: Session, read: Read) -> str:
+        """The path to request: ``secret/x`` on a kv-v2 mount becomes ``secret/data/x``.
+
+        vault-csi-provider accepts both spellings; the mount's kv version comes from
+        ``sys/internal/ui/mounts``, asked once per path and remembered.
+        """
+        if read.method != "GET" or "/data/" in read.path:
+            return read.path
+        key = (params.endpoint, read.path)
+        if key in self._kv2_prefix:
+            mount = self._kv2_prefix[key]
+        else:
+            known, mount = await self._call(
+                params, ctx, lambda: self._http.mount_of(params, session, read.path)
+            )
+            if known:
+                if len(self._kv2_prefix) > MAX_CACHED:
+                    self._kv2_prefix.clear()
+                self._kv2_prefix[key] = mount
+        if mount is None:
+            return read.path
+        rest = read.path[len(mount) :].lstrip("/")
+        if rest.startswith(("data/", "metadata/")) or not rest:
+            return read.path
+        return f"{mount}/data/{rest}"
+
+    async def _call(self, params: VaultParams, ctx: FetchContext, fn: Callable[[], Any]) -> Any:
+        """Run ``fn`` on the worker pool of this Vault address, with retries, until the deadline."""
+
+        async def attempt() -> Any:
+            exchange = Exchange(ctx.deadline)
+            try:
+                return await self._pools.run(params.address, lambda: exchange.run(fn))
+            except asyncio.CancelledError:
+                exchange.abort()
+                raise
+
+        call: Callable[[], Awaitable[Any]] = attempt
+        return await with_retries(call, ctx)
+
+    async def close(self) -> None:
+        self._http.close()
+        self._tokens.clear()
+        self._leases.clear()
+        self._pools.close()

@@ -1,0 +1,301 @@
+"""One Vault HTTP exchange and what its answers mean: login, renewal, mount lookup, reads.
+
+Everything here is blocking and runs on the backend's worker pool; transport faults and Vault's
+answers become keygate errors that name what was being done, never a secret.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from provider.errors import (
+    BackendUnavailable,
+    DeadlineExceeded,
+    InvalidSPC,
+    KeygateError,
+    SecretNotFound,
+    Unauthenticated,
+)
+from providers.common.errors import is_retryable
+from providers.common.runtime import Retryable
+from providers.vault.params import TLSConfig, VaultParams
+from providers.vault.transport import AbortableAdapter, Exchange, TLSAdapter, broke_off, tls_reason
+
+log = logging.getLogger("keygate.vault")
+
+TOKEN_CACHE_CAP = 3600.0
+REUSE_FRACTION = 2 / 3
+RENEW_FRACTION = 2 / 3
+MAX_ERROR_TEXT = 200
+MAX_ADAPTERS = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    """One distinct request: objects asking for the same (path, method, args) share it."""
+
+    path: str
+    query: tuple[tuple[str, str], ...]
+    method: str
+    args: str  # canonical JSON of secretArgs, "" when none
+
+    @property
+    def label(self) -> str:
+        return self.path if self.method == "GET" else f"{self.path} ({self.method})"
+
+
+@dataclass(slots=True)
+class Session:
+    """A Vault token obtained for one pod, with when to renew it and when to stop using it."""
+
+    token: str
+    renewable: bool
+    issued: float
+    ttl: float
+    renewing: bool = False
+
+    @property
+    def renew_after(self) -> float:
+        return self.issued + self.ttl * RENEW_FRACTION
+
+    @property
+    def expires(self) -> float:
+        return self.issued + self.ttl - min(30.0, self.ttl / 10)
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """A read's parsed answer: the key/value map, the kv version, and lease facts."""
+
+    values: Any
+    version: str
+    dynamic: bool
+    reuse_until: float = 0.0
+
+
+class VaultHTTP:
+    """The HTTP side of the backend: one requests session per (address, namespace, TLS)."""
+
+    def __init__(self, request_timeout: float, workers: int, count: Callable[[str], None]) -> None:
+        self.request_timeout = request_timeout
+        self.workers = workers
+        self.count = count
+        self._http: dict[tuple[str, str, TLSConfig], Any] = {}
+        self._lock = threading.Lock()
+
+    def adapter(self, params: VaultParams) -> Any:
+        with self._lock:
+            adapter = self._http.get(params.endpoint)
+            if adapter is None:
+                import hvac.adapters
+
+                session = requests.Session()
+                # trust_env would re-read ~/.netrc and the CA-bundle variables on every request
+                # (a fifth of the CPU of a burst); the proxy variables are honoured, read once.
+                session.trust_env = False
+                session.proxies = requests.utils.get_environ_proxies(params.address)
+                tls = TLSAdapter(params.tls, self.workers)
+                session.mount("https://", tls)
+                session.mount("http://", AbortableAdapter(pool_maxsize=self.workers, max_retries=0))
+                adapter = hvac.adapters.RawAdapter(
+                    base_uri=params.address,
+                    timeout=self.request_timeout,
+                    session=session,
+                    namespace=params.namespace or None,
+                    allow_redirects=False,
+                )
+                if len(self._http) >= MAX_ADAPTERS:
+                    self._http.pop(next(iter(self._http))).close()
+                self._http[params.endpoint] = adapter
+            return adapter
+
+    def send(
+        self,
+        params: VaultParams,
+        method: str,
+        path: str,
+        what: str,
+        *,
+        token: str | None = None,
+        body: Any = None,
+        query: Sequence[tuple[str, str]] = (),
+    ) -> tuple[int, Any]:
+        """One HTTP exchange; transport faults become keygate errors that name ``what``."""
+        headers = {"X-Vault-Token": token} if token else {}
+        kwargs: dict[str, Any] = {}
+        if body is not None:
+            kwargs["json"] = body
+        if query:
+            kwargs["params"] = list(query)
+        exchange = Exchange.current()
+        if exchange is not None:
+            left = exchange.deadline - time.monotonic()
+            if left <= 0:
+                raise DeadlineExceeded(f"the mount deadline passed before {what}")
+            kwargs["timeout"] = min(self.request_timeout, left)
+        self.count("requests")
+        try:
+            response = self.adapter(params).request(
+                method, f"/v1/{path}", headers=headers, raise_exception=False, **kwargs
+            )
+        except requests.exceptions.SSLError as exc:
+            raise BackendUnavailable(
+                f"{params.where}: TLS handshake failed while {what} ({tls_reason(exc)}); check "
+                "vaultCACertPath / vaultCADirectory (the CA that signed Vault's certificate) and "
+                "vaultTLSServerName (a name in that certificate)"
+            ) from None
+        except requests.exceptions.RequestException as exc:
+            if broke_off(exc):
+                raise Retryable(
+                    f"{params.where} broke off its answer while {what} ({type(exc).__name__})"
+                ) from None
+            raise Retryable(f"{params.where} is unreachable while {what} ({type(exc).__name__})") from None
+        except OSError as exc:
+            raise BackendUnavailable(
+                f"{params.where}: cannot use the TLS files given in the SPC while {what} "
+                f"({type(exc).__name__}: {exc.strerror or 'unreadable'}); check vaultCACertPath, "
+                "vaultCADirectory, vaultTLSClientCertPath and vaultTLSClientKeyPath on the node"
+            ) from None
+        try:
+            data = response.json() if response.content else None
+        except ValueError:
+            if 200 <= response.status_code < 300:
+                raise Retryable(
+                    f"{params.where} answered {response.status_code} without a JSON body while {what}"
+                ) from None
+            data = None
+        status = int(response.status_code)
+        if status in (200, 204):
+            return status, data
+        errors = _errors(data)
+        if status == 503 and "sealed" in errors.lower():
+            raise BackendUnavailable(f"{params.where} is sealed (while {what}); unseal it and retry")
+        if is_retryable(status):
+            raise Retryable(f"{params.where} answered {status} while {what}: {errors or 'no detail'}")
+        return status, errors
+
+    def login(self, params: VaultParams, jwt: str) -> Session:
+        what = f"logging in at auth/{params.auth_mount} as role {params.role!r}"
+        status, data = self.send(
+            params,
+            "POST",
+            f"auth/{params.auth_mount}/login",
+            what,
+            body={"role": params.role, "jwt": jwt},
+        )
+        if status != 200 or not isinstance(data, dict) or not isinstance(data.get("auth"), dict):
+            detail = data if isinstance(data, str) and data else f"HTTP {status}"
+            raise Unauthenticated(
+                f"{params.where} refused the pod's login at auth/{params.auth_mount} "
+                f"({params.auth_method}) as role {params.role!r}: {detail}"
+            )
+        auth = data["auth"]
+        self.count("logins")
+        ttl = float(auth.get("lease_duration") or 0) or TOKEN_CACHE_CAP
+        if int(auth.get("num_uses") or 0) > 0:
+            ttl = 0.0
+        log.info(
+            "vault login",
+            extra={"vault": params.address, "mount": params.auth_mount, "role": params.role, "ttl": ttl},
+        )
+        return Session(
+            token=str(auth["client_token"]),
+            renewable=bool(auth.get("renewable")),
+            issued=time.monotonic(),
+            ttl=min(ttl, TOKEN_CACHE_CAP),
+        )
+
+    def renew(self, params: VaultParams, session: Session) -> Session | None:
+        status, data = self.send(
+            params, "POST", "auth/token/renew-self", "renewing the pod's token", token=session.token, body={}
+        )
+        if status != 200 or not isinstance(data, dict) or not isinstance(data.get("auth"), dict):
+            return None
+        ttl = float(data["auth"].get("lease_duration") or 0)
+        if ttl <= 0:
+            return None
+        self.count("renewals")
+        return Session(session.token, bool(data["auth"].get("renewable")), time.monotonic(), ttl)
+
+    def mount_of(self, params: VaultParams, session: Session, path: str) -> tuple[bool, str | None]:
+        """(known, the kv-v2 mount holding ``path`` or None); unknown when Vault would not say."""
+        status, data = self.send(
+            params,
+            "GET",
+            f"sys/internal/ui/mounts/{path}",
+            f"looking up the mount of {path!r}",
+            token=session.token,
+        )
+        if status != 200 or not isinstance(data, dict) or not isinstance(data.get("data"), dict):
+            return False, None
+        info = data["data"]
+        options = info.get("options") or {}
+        if info.get("type") == "kv" and str(options.get("version")) == "2":
+            return True, str(info.get("path", "")).strip("/") or None
+        return True, None
+
+    def read(self, params: VaultParams, session: Session, read: Read, path: str) -> Result:
+        what = f"reading {read.label!r}"
+        body = json.loads(read.args) if read.args else ({} if read.method == "POST" else None)
+        status, data = self.send(
+            params, read.method, path, what, token=session.token, body=body, query=read.query
+        )
+        self.count("reads")
+        if status == 403:
+            raise Forbidden(f"403 on {read.label!r}")
+        if status == 404:
+            raise SecretNotFound(f"{params.where}: nothing at {read.label!r} (404); check secretPath")
+        if status == 400:
+            raise InvalidSPC(f"{params.where} rejected {read.label!r} (400): {data or 'bad request'}")
+        if status == 204 or not isinstance(data, dict):
+            raise SecretNotFound(f"{params.where}: {read.label!r} returned no data")
+        if status != 200:
+            raise BackendUnavailable(f"{params.where} answered {status} for {read.label!r}: {data}")
+        return result_of(read, data)
+
+    def close(self) -> None:
+        with self._lock:
+            adapters = list(self._http.values())
+            self._http.clear()
+        for adapter in adapters:
+            adapter.close()
+
+
+class Forbidden(KeygateError):
+    """A 403 on a read: the token may have been revoked, so log in again once before failing."""
+
+
+def result_of(read: Read, body: Mapping[str, Any]) -> Result:
+    data = body.get("data")
+    lease_id = str(body.get("lease_id") or "")
+    lease = float(body.get("lease_duration") or 0)
+    inner = data.get("data") if isinstance(data, dict) else None
+    meta = data.get("metadata") if isinstance(data, dict) else None
+    if read.method == "GET" and isinstance(inner, dict) and isinstance(meta, dict) and "version" in meta:
+        return Result(values=inner, version=f"kv2:{meta['version']}", dynamic=False)
+    dynamic = bool(lease_id) or read.method == "POST"
+    if not dynamic:
+        return Result(values=data, version="", dynamic=False)
+    now = time.monotonic()
+    valid_for = lease
+    if valid_for <= 0 and isinstance(data, dict) and isinstance(data.get("expiration"), int | float):
+        valid_for = float(data["expiration"]) - time.time()
+    version = "lease:" + hashlib.sha256(lease_id.encode()).hexdigest()[:16] if lease_id else ""
+    reuse_until = now + valid_for * REUSE_FRACTION if valid_for > 0 else 0.0
+    return Result(values=data, version=version, dynamic=True, reuse_until=reuse_until)
+
+
+def _errors(data: Any) -> str:
+    if isinstance(data, dict) and isinstance(data.get("errors"), list):
+        text = "; ".join(str(e) for e in data["errors"])
+        return text[:MAX_ERROR_TEXT]
+    return ""

@@ -1,0 +1,223 @@
+"""The Vault backend's SPC vocabulary (vault-csi-provider's names and defaults), and the typed
+settings of one Mount built from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from provider.errors import InvalidSPC
+from providers.common.encoding import ENCODINGS
+from providers.common.schema import Marker, RuleInput, Schema, Spec, Values
+
+AUTH_METHODS = ("kubernetes", "jwt")
+DYNAMIC_MODES = ("reuse", "per-mount")
+DEFAULT_AUDIENCE = "vault"
+SKIP_VERIFY_SETTING = "insecure_allow_skip_tls_verify"
+
+
+@dataclass(frozen=True, slots=True)
+class TLSConfig:
+    """How to check the Vault server (and present a client certificate), from SPC parameters."""
+
+    ca_cert: str = ""
+    ca_dir: str = ""
+    server_name: str = ""
+    client_cert: str = ""
+    client_key: str = ""
+    skip_verify: bool = False
+
+    def pool_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"cert_reqs": "CERT_NONE" if self.skip_verify else "CERT_REQUIRED"}
+        if self.skip_verify:
+            kwargs["assert_hostname"] = False
+        if self.ca_cert:
+            kwargs["ca_certs"] = self.ca_cert
+        if self.ca_dir:
+            kwargs["ca_cert_dir"] = self.ca_dir
+        if self.server_name:
+            kwargs["server_hostname"] = self.server_name
+            if not self.skip_verify:
+                kwargs["assert_hostname"] = self.server_name
+        if self.client_cert:
+            kwargs["cert_file"] = self.client_cert
+            kwargs["key_file"] = self.client_key or None
+        return kwargs
+
+
+@dataclass(frozen=True, slots=True)
+class VaultParams:
+    """SPC-level settings of one Mount, validated once."""
+
+    address: str
+    namespace: str
+    role: str
+    auth_method: str
+    auth_mount: str
+    audience: str
+    tls: TLSConfig
+    dynamic: str
+
+    @property
+    def endpoint(self) -> tuple[str, str, TLSConfig]:
+        return (self.address, self.namespace, self.tls)
+
+    @property
+    def where(self) -> str:
+        ns = f" namespace {self.namespace!r}" if self.namespace else ""
+        return f"Vault {self.address}{ns}"
+
+    @classmethod
+    def of(cls, values: Values) -> VaultParams:
+        method = values.text("vaultAuthMethod")
+        return cls(
+            address=values.text("vaultAddress").rstrip("/"),
+            namespace=values.text("vaultNamespace").strip("/"),
+            role=values.text("roleName"),
+            auth_method=method,
+            auth_mount=mount_path(values.text("vaultAuthMountPath") or method),
+            audience=values.text("audience"),
+            tls=TLSConfig(
+                ca_cert=values.text("vaultCACertPath"),
+                ca_dir=values.text("vaultCADirectory"),
+                server_name=values.text("vaultTLSServerName"),
+                client_cert=values.text("vaultTLSClientCertPath"),
+                client_key=values.text("vaultTLSClientKeyPath"),
+                skip_verify=values.flag("vaultSkipTLSVerify"),
+            ),
+            dynamic=values.text("vaultDynamicSecrets"),
+        )
+
+
+def mount_path(raw: str) -> str:
+    """Accept ``kubernetes``, ``/kubernetes/``, ``auth/kubernetes``: all name one auth mount."""
+    path = raw.strip().strip("/")
+    if path.startswith("auth/"):
+        path = path[len("auth/") :]
+    return path
+
+
+def _address(given: RuleInput) -> None:
+    address = given.parameters.text("vaultAddress")
+    if not address:
+        return
+    parts = urlsplit(address)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InvalidSPC("parameter 'vaultAddress' must be an http(s) URL such as https://vault:8200")
+
+
+def _auth_mount(given: RuleInput) -> None:
+    values = given.parameters
+    mount = mount_path(values.text("vaultAuthMountPath") or values.text("vaultAuthMethod"))
+    if not mount or ".." in mount.split("/"):
+        raise InvalidSPC("parameter 'vaultAuthMountPath' must name an auth mount such as 'kubernetes'")
+
+
+def _tls(given: RuleInput) -> None:
+    values = given.parameters
+    if values.flag("vaultSkipTLSVerify") and not (given.settings or {}).get(SKIP_VERIFY_SETTING):
+        raise InvalidSPC(
+            "parameter 'vaultSkipTLSVerify' is refused: without certificate checks the pod's "
+            "token can be stolen; give vaultCACertPath instead (or start keygate with "
+            "--insecure-allow-vault-skip-tls-verify)"
+        )
+    if bool(values.text("vaultTLSClientCertPath")) != bool(values.text("vaultTLSClientKeyPath")):
+        raise InvalidSPC("parameters 'vaultTLSClientCertPath' and 'vaultTLSClientKeyPath' go together")
+
+
+def _secret_path(given: RuleInput) -> None:
+    assert given.fields is not None
+    path = given.fields.text("secretPath").strip().strip("/")
+    if not path:
+        raise InvalidSPC(f"{given.where}: 'secretPath' is required (e.g. secret/data/db)")
+    if ".." in path.split("?")[0].split("/"):
+        raise InvalidSPC(f"{given.where}: 'secretPath' must not contain '..'")
+
+
+SCHEMA = Schema(
+    backend="vault",
+    summary="HashiCorp Vault or OpenBao, logged in to as the pod (kubernetes or jwt auth).",
+    parameters=(
+        Spec(
+            "vaultAddress",
+            "Vault URL, e.g. https://vault.vault:8200",
+            required=True,
+            setting="address",
+            marker=True,
+        ),
+        Spec("roleName", "the Vault role the pod logs in as", required=True, marker=True),
+        Spec("vaultNamespace", "Vault Enterprise / OpenBao namespace of the secrets"),
+        Spec(
+            "vaultAuthMethod",
+            "auth method the pod's token is exchanged at",
+            kind="choice",
+            choices=AUTH_METHODS,
+            setting="auth_method",
+            default="kubernetes",
+        ),
+        Spec(
+            "vaultAuthMountPath",
+            "path of that auth method's mount (default: the method's name)",
+            deprecated=("vaultKubernetesMountPath",),
+        ),
+        Spec(
+            "audience",
+            "audience of the pod token sent to Vault",
+            setting="default_audience",
+            default=DEFAULT_AUDIENCE,
+        ),
+        Spec("vaultCACertPath", "PEM file on the node with the CA that signed Vault's certificate"),
+        Spec("vaultCADirectory", "directory on the node of such CA files"),
+        Spec("vaultTLSServerName", "name expected in Vault's certificate (SNI)"),
+        Spec("vaultTLSClientCertPath", "client certificate (PEM) for mutual TLS"),
+        Spec("vaultTLSClientKeyPath", "its private key (PEM); goes with vaultTLSClientCertPath"),
+        Spec(
+            "vaultSkipTLSVerify",
+            "skip certificate checks (refused unless the daemon allows it)",
+            kind="bool",
+            default="false",
+        ),
+        Spec(
+            "vaultDynamicSecrets",
+            "leased secrets: reuse while 2/3 of the lease remain, or read anew",
+            kind="choice",
+            choices=DYNAMIC_MODES,
+            setting="dynamic_secrets",
+            default="reuse",
+        ),
+    ),
+    fields=(
+        Spec(
+            "secretPath",
+            "path to read, e.g. secret/data/db (kv-v1/v2, dynamic engines)",
+            required=True,
+            marker=True,
+        ),
+        Spec("secretKey", "key of the answer's data to write (default: the whole data as JSON)"),
+        Spec(
+            "method",
+            "HTTP method; POST for engines that issue on write (e.g. PKI)",
+            kind="choice",
+            choices=("get", "post"),
+            default="get",
+            invalid="{where} must be GET or POST",
+        ),
+        Spec(
+            "secretArgs",
+            "request body (POST) or parameters of the read",
+            kind="mapping",
+            invalid="{where} must be a mapping of request parameters",
+        ),
+        Spec(
+            "encoding",
+            "how the value is stored: decoded to the file's bytes",
+            kind="choice",
+            choices=ENCODINGS,
+            default="utf-8",
+        ),
+    ),
+    object_markers=(Marker("secretPath"),),
+    spc_rules=(_address, _auth_mount, _tls),
+    object_rules=(_secret_path,),
+)
