@@ -11,7 +11,7 @@ import grpc
 import pytest
 
 from provider.driver_client import Pod, mount_request
-from providers.gcp.backend import DEFAULTS, GCPSettings
+from providers.gcp.settings import DEFAULTS, GCPSettings
 from tests.gcp_fake import Cluster, FakeGoogleAuth, FakeSecretManager, Principals, all_tokens
 
 POOL = "proj.svc.id.goog"

@@ -160,6 +160,38 @@ class ClientCache(Generic[K, T]):
         self._entries.clear()
 
 
+class Pooled(Generic[K, T]):
+    """Long-lived clients (HTTP sessions, gRPC channels) per key, built once, at most ``max_entries``.
+
+    Keys come from SPCs (addresses, regions), so the map is bounded: beyond the cap the oldest
+    client is closed. Safe to use from worker threads.
+    """
+
+    def __init__(self, build: Callable[[K], T], close: Callable[[T], None], max_entries: int = 256) -> None:
+        self._build = build
+        self._close = close
+        self._max = max_entries
+        self._entries: dict[K, T] = {}
+        self._lock = threading.Lock()
+
+    def get(self, key: K) -> T:
+        with self._lock:
+            client = self._entries.get(key)
+            if client is None:
+                client = self._build(key)
+                if len(self._entries) >= self._max:
+                    self._close(self._entries.pop(next(iter(self._entries))))
+                self._entries[key] = client
+            return client
+
+    def close(self) -> None:
+        with self._lock:
+            clients = list(self._entries.values())
+            self._entries.clear()
+        for client in clients:
+            self._close(client)
+
+
 async def gather_all(calls: Sequence[Coroutine[Any, Any, T]]) -> list[T]:
     """Run ``calls`` concurrently, all or nothing: on the first failure the rest are cancelled
     and the most useful error is raised on its own (a KeygateError if any, else the first), so

@@ -16,17 +16,17 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
 
 from provider.errors import InvalidSPC
 from providers.common import readers
+from providers.common.sinks import Collect, Finding, FirstError, Sink
 
 if TYPE_CHECKING:
     from provider.domain import SecretObject
 
 Kind = Literal["string", "bool", "int", "choice", "list", "mapping", "text"]
-Severity = Literal["error", "warning"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,40 +71,6 @@ class Marker:
             return True
         text = str(item.get(self.field, ""))
         return text.lower() in self.values or bool(self.pattern and re.match(self.pattern, text))
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One problem the walk found; ``index`` is the object (None for a parameter)."""
-
-    severity: Severity
-    message: str
-    index: int | None = None
-    key: str | None = None
-
-
-class Sink(Protocol):
-    """Where the walk reports: raise at once, or collect."""
-
-    def report(self, finding: Finding) -> None: ...
-
-
-class FirstError:
-    """The daemon's sink: the first error is raised as InvalidSPC; warnings are dropped."""
-
-    def report(self, finding: Finding) -> None:
-        if finding.severity == "error":
-            raise InvalidSPC(finding.message)
-
-
-@dataclass(slots=True)
-class Collect:
-    """Lint's sink: every finding, in order."""
-
-    findings: list[Finding] = field(default_factory=list)
-
-    def report(self, finding: Finding) -> None:
-        self.findings.append(finding)
 
 
 class Values:
@@ -336,3 +302,6 @@ def _run(rule: Rule, given: RuleInput, sink: Sink, index: int | None) -> None:
         rule(given)
     except InvalidSPC as exc:
         sink.report(Finding("error", exc.message, index))
+
+
+__all__ = ["Collect", "Finding", "FirstError", "Marker", "RuleInput", "Schema", "Sink", "Spec", "Values"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from provider.errors import (
     Unauthenticated,
 )
 from providers.common.errors import is_retryable
-from providers.common.runtime import Retryable
+from providers.common.runtime import Pooled, Retryable
 from providers.vault.params import TLSConfig, VaultParams
 from providers.vault.transport import AbortableAdapter, Exchange, TLSAdapter, broke_off, tls_reason
 
@@ -89,34 +88,28 @@ class VaultHTTP:
         self.request_timeout = request_timeout
         self.workers = workers
         self.count = count
-        self._http: dict[tuple[str, str, TLSConfig], Any] = {}
-        self._lock = threading.Lock()
+        self._http: Pooled[tuple[str, str, TLSConfig], Any] = Pooled(
+            self._connect, lambda adapter: adapter.close(), MAX_ADAPTERS
+        )
 
-    def adapter(self, params: VaultParams) -> Any:
-        with self._lock:
-            adapter = self._http.get(params.endpoint)
-            if adapter is None:
-                import hvac.adapters
+    def _connect(self, endpoint: tuple[str, str, TLSConfig]) -> Any:
+        import hvac.adapters
 
-                session = requests.Session()
-                # trust_env would re-read ~/.netrc and the CA-bundle variables on every request
-                # (a fifth of the CPU of a burst); the proxy variables are honoured, read once.
-                session.trust_env = False
-                session.proxies = requests.utils.get_environ_proxies(params.address)
-                tls = TLSAdapter(params.tls, self.workers)
-                session.mount("https://", tls)
-                session.mount("http://", AbortableAdapter(pool_maxsize=self.workers, max_retries=0))
-                adapter = hvac.adapters.RawAdapter(
-                    base_uri=params.address,
-                    timeout=self.request_timeout,
-                    session=session,
-                    namespace=params.namespace or None,
-                    allow_redirects=False,
-                )
-                if len(self._http) >= MAX_ADAPTERS:
-                    self._http.pop(next(iter(self._http))).close()
-                self._http[params.endpoint] = adapter
-            return adapter
+        address, namespace, tls = endpoint
+        session = requests.Session()
+        # trust_env would re-read ~/.netrc and the CA-bundle variables on every request
+        # (a fifth of the CPU of a burst); the proxy variables are honoured, read once.
+        session.trust_env = False
+        session.proxies = requests.utils.get_environ_proxies(address)
+        session.mount("https://", TLSAdapter(tls, self.workers))
+        session.mount("http://", AbortableAdapter(pool_maxsize=self.workers, max_retries=0))
+        return hvac.adapters.RawAdapter(
+            base_uri=address,
+            timeout=self.request_timeout,
+            session=session,
+            namespace=namespace or None,
+            allow_redirects=False,
+        )
 
     def send(
         self,
@@ -144,7 +137,7 @@ class VaultHTTP:
             kwargs["timeout"] = min(self.request_timeout, left)
         self.count("requests")
         try:
-            response = self.adapter(params).request(
+            response = self._http.get(params.endpoint).request(
                 method, f"/v1/{path}", headers=headers, raise_exception=False, **kwargs
             )
         except requests.exceptions.SSLError as exc:
@@ -263,11 +256,7 @@ class VaultHTTP:
         return result_of(read, data)
 
     def close(self) -> None:
-        with self._lock:
-            adapters = list(self._http.values())
-            self._http.clear()
-        for adapter in adapters:
-            adapter.close()
+        self._http.close()
 
 
 class Forbidden(KeygateError):

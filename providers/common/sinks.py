@@ -1,0 +1,44 @@
+"""Where the schema walk reports: raise at the first error (daemon) or keep all (lint)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from provider.errors import InvalidSPC
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One problem the walk found; ``index`` is the object (None for a parameter)."""
+
+    severity: Severity
+    message: str
+    index: int | None = None
+    key: str | None = None
+
+
+class Sink(Protocol):
+    """Where the walk reports: raise at once, or collect."""
+
+    def report(self, finding: Finding) -> None: ...
+
+
+class FirstError:
+    """The daemon's sink: the first error is raised as InvalidSPC; warnings are dropped."""
+
+    def report(self, finding: Finding) -> None:
+        if finding.severity == "error":
+            raise InvalidSPC(finding.message)
+
+
+@dataclass(slots=True)
+class Collect:
+    """Lint's sink: every finding, in order."""
+
+    findings: list[Finding] = field(default_factory=list)
+
+    def report(self, finding: Finding) -> None:
+        self.findings.append(finding)

@@ -1,0 +1,238 @@
+"""Which Google identity a GCP Mount reads as, chosen as the GCP provider chooses:
+
+* a ``key.json`` in the nodePublishSecretRef: that service-account key (only ``service_account``
+  keys, only towards the configured OAuth token endpoint, so a key file cannot make the daemon
+  read node files or call arbitrary URLs);
+* ``auth: provider-adc``: the daemon's own Application Default Credentials, refused unless the
+  cluster admin sets ``backends.gcp.insecure_allow_provider_adc`` (every namespace would share it);
+* otherwise the pod's workload identity: the pod's own token exchanged at STS for a federated
+  token, then optionally traded for a service account's token (``gcpServiceAccount``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from provider.domain import FetchContext
+from provider.errors import InvalidRequest, InvalidSPC, KeygateError, PermissionDenied, Unauthenticated
+from providers.common.runtime import Retryable
+from providers.common.schema import Values
+from providers.common.tokens import pod_token
+from providers.gcp.oauth import CLOUD_SCOPE, TokenSource, oauth_reason, retryable
+from providers.gcp.params import AUTH_PROVIDER, delegates
+from providers.gcp.settings import GCPSettings
+
+if TYPE_CHECKING:
+    from google.auth.transport.requests import Request
+
+JWT_TOKEN_TYPE = "urn:ietf:params:oauth:token-type:jwt"  # noqa: S105 - a token type name
+NODE_KEY = "key.json"
+IMPERSONATION_LIFETIME = 3600
+
+
+class Identities:
+    """Builds the :class:`TokenSource` of a Mount; holds the daemon's ADC once loaded."""
+
+    def __init__(self, settings: GCPSettings) -> None:
+        self.settings = settings
+        self._adc: Any = None
+        self._adc_lock = threading.Lock()
+
+    def choose(self, ctx: FetchContext, values: Values) -> TokenSource:
+        """Pick the identity as the GCP provider does: key.json, else ``auth``, else the pod."""
+        auth = values.text("auth")
+        key_json = ctx.node_secrets.get(NODE_KEY)
+        if key_json is not None:
+            if auth:
+                raise InvalidSPC(
+                    f"the nodePublishSecretRef holds {NODE_KEY} and the SPC sets auth: {auth}; "
+                    "use one or the other (as the GCP provider requires)"
+                )
+            if not self.settings.allow_node_publish_secret:
+                raise PermissionDenied(
+                    f"the nodePublishSecretRef holds {NODE_KEY}, but static keys are disabled on this "
+                    "cluster (backends.gcp.allow_node_publish_secret: false); use workload identity"
+                )
+            return self._key_auth(key_json)
+        if auth == AUTH_PROVIDER:
+            if not self.settings.insecure_allow_provider_adc:
+                raise PermissionDenied(
+                    "auth: provider-adc would read with the keygate daemon's own Google identity, shared "
+                    "by every namespace; the cluster admin has not enabled it "
+                    "(backends.gcp.insecure_allow_provider_adc). Use the pod's workload identity"
+                )
+            return TokenSource(
+                "provider-adc", ("provider-adc",), "the keygate daemon's own credentials", self._adc_token
+            )
+        return self._workload_auth(ctx, values)
+
+    def _workload_auth(self, ctx: FetchContext, values: Values) -> TokenSource:
+        pool = values.text("workloadIdentityPool")
+        provider = values.text("identityProvider")
+        audience = values.text("workloadIdentityAudience")
+        if not audience and pool and provider:
+            audience = f"identitynamespace:{pool}:{provider}"
+        if not audience:
+            raise InvalidSPC(
+                "GCP workload identity is not configured: set backends.gcp.workload_identity_pool and "
+                "identity_provider (or workload_identity_audience) in the keygate config, or the SPC "
+                "parameters workloadIdentityPool and identityProvider"
+            )
+        candidates = [a for a in (pool, audience) if a]
+        if audience.startswith("//"):
+            candidates.append("https:" + audience)
+        subject = pod_token(ctx, candidates)
+        gsa = values.text("gcpServiceAccount")
+        chain = delegates(values.text("gcpServiceAccountDelegates"), "gcpServiceAccountDelegates")
+        who = f"workload identity {ctx.pod.namespace}/{ctx.pod.service_account}"
+        describe = f"{who} impersonating {gsa}" if gsa else f"{who} (pool {pool or audience})"
+        key = (
+            "pod-adc",
+            audience,
+            ctx.pod.namespace,
+            ctx.pod.service_account,
+            ctx.pod.uid,
+            gsa,
+            ",".join(chain),
+            hashlib.sha256(subject.encode()).hexdigest(),
+        )
+
+        def build(request: Request) -> tuple[str, datetime | None]:
+            return self._exchange(request, subject, audience, gsa, chain, describe)
+
+        return TokenSource("pod-adc", key, describe, build)
+
+    def _exchange(
+        self,
+        request: Request,
+        subject: str,
+        audience: str,
+        gsa: str,
+        delegates: tuple[str, ...],
+        describe: str,
+    ) -> tuple[str, datetime | None]:
+        """STS token exchange with the pod's token, then IAM impersonation if a GSA is named."""
+        from google.auth import exceptions as aexc
+        from google.auth import identity_pool, impersonated_credentials
+
+        class _PodToken(identity_pool.SubjectTokenSupplier):
+            def get_subject_token(self, context: Any, request: Any) -> str:
+                return subject
+
+        federated = identity_pool.Credentials(
+            audience=audience,
+            subject_token_type=JWT_TOKEN_TYPE,
+            token_url=self.settings.sts_endpoint,
+            subject_token_supplier=_PodToken(),
+            scopes=[CLOUD_SCOPE],
+        )
+        try:
+            federated.refresh(request)
+        except aexc.TransportError:
+            raise Retryable(f"the GCP STS endpoint could not be reached for {describe}") from None
+        except (aexc.RefreshError, aexc.OAuthError) as exc:
+            if retryable(exc):
+                raise Retryable(f"the GCP STS endpoint is busy ({oauth_reason(exc)})") from None
+            raise Unauthenticated(
+                f"GCP STS refused the pod's token for {describe} (audience {audience}): {oauth_reason(exc)}"
+            ) from None
+        if not gsa:
+            return str(federated.token), federated.expiry
+        impersonated = impersonated_credentials.Credentials(
+            source_credentials=federated,
+            target_principal=gsa,
+            target_scopes=[CLOUD_SCOPE],
+            delegates=[f"projects/-/serviceAccounts/{d}" for d in delegates],
+            lifetime=IMPERSONATION_LIFETIME,
+            iam_endpoint_override=(
+                f"{self.settings.iam_endpoint.rstrip('/')}/v1/projects/-/serviceAccounts/{gsa}:generateAccessToken"
+            ),
+        )
+        try:
+            impersonated.refresh(request)
+        except aexc.TransportError:
+            raise Retryable(f"the GCP IAM Credentials endpoint could not be reached for {describe}") from None
+        except (aexc.RefreshError, aexc.OAuthError) as exc:
+            if retryable(exc):
+                raise Retryable(f"the GCP IAM Credentials endpoint is busy ({oauth_reason(exc)})") from None
+            raise PermissionDenied(
+                f"GCP IAM refused {describe}: {oauth_reason(exc)}; grant the pod's principal "
+                f"roles/iam.workloadIdentityUser (or serviceAccountTokenCreator) on {gsa}"
+            ) from None
+        return str(impersonated.token), impersonated.expiry
+
+    def _key_auth(self, key_json: str) -> TokenSource:
+        """Static service-account key from the nodePublishSecretRef (the pod namespace's Secret)."""
+        try:
+            info = json.loads(key_json)
+        except ValueError:
+            raise InvalidRequest(f"the nodePublishSecretRef {NODE_KEY} is not valid JSON") from None
+        if not isinstance(info, dict) or info.get("type") != "service_account":
+            raise InvalidRequest(
+                f"the nodePublishSecretRef {NODE_KEY} must be a service-account key "
+                '("type": "service_account"); other credential types are not accepted'
+            )
+        token_uri = info.get("token_uri") or self.settings.token_endpoint
+        if token_uri != self.settings.token_endpoint:
+            raise PermissionDenied(
+                f"the nodePublishSecretRef {NODE_KEY} names token_uri {str(token_uri)[:100]!r}; keygate "
+                f"only sends key assertions to {self.settings.token_endpoint}"
+            )
+        email = str(info.get("client_email", ""))[:200]
+        describe = f"the service-account key of {email or 'an unnamed account'} (nodePublishSecretRef)"
+        key = ("node-publish-secret", hashlib.sha256(key_json.encode()).hexdigest())
+
+        def build(request: Request) -> tuple[str, datetime | None]:
+            from google.auth import exceptions as aexc
+            from google.oauth2 import service_account
+
+            try:
+                creds = service_account.Credentials.from_service_account_info(
+                    {**info, "token_uri": self.settings.token_endpoint}, scopes=[CLOUD_SCOPE]
+                )
+            except (ValueError, KeyError, aexc.GoogleAuthError) as exc:
+                raise InvalidRequest(
+                    f"the nodePublishSecretRef {NODE_KEY} is not a usable service-account key "
+                    f"({type(exc).__name__})"
+                ) from None
+            try:
+                creds.refresh(request)
+            except aexc.TransportError:
+                raise Retryable("the GCP OAuth token endpoint could not be reached") from None
+            except (aexc.RefreshError, aexc.OAuthError) as exc:
+                if retryable(exc):
+                    raise Retryable(f"the GCP OAuth token endpoint is busy ({oauth_reason(exc)})") from None
+                raise Unauthenticated(f"GCP refused {describe}: {oauth_reason(exc)}") from None
+            return str(creds.token), creds.expiry
+
+        return TokenSource("node-publish-secret", key, describe, build)
+
+    def _adc_token(self, request: Request) -> tuple[str, datetime | None]:
+        """The daemon's Application Default Credentials, loaded once and refreshed on demand."""
+        import google.auth
+        from google.auth import exceptions as aexc
+
+        with self._adc_lock:
+            try:
+                if self._adc is None:
+                    self._adc, _ = google.auth.default(scopes=[CLOUD_SCOPE])
+                self._adc.refresh(request)
+            except aexc.DefaultCredentialsError:
+                raise KeygateError(
+                    "auth: provider-adc, but the keygate daemon has no Application Default Credentials"
+                ) from None
+            except aexc.TransportError:
+                raise Retryable("the daemon's credentials could not be refreshed (network)") from None
+            except (aexc.RefreshError, aexc.OAuthError) as exc:
+                if retryable(exc):
+                    raise Retryable(
+                        f"the daemon's credentials could not be refreshed ({oauth_reason(exc)})"
+                    ) from None
+                raise Unauthenticated(
+                    f"the daemon's own credentials were refused: {oauth_reason(exc)}"
+                ) from None
+            return str(self._adc.token), self._adc.expiry

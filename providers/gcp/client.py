@@ -1,0 +1,103 @@
+"""Secret Manager reads over gRPC: one channel per endpoint (bounded), the access token sent as
+per-call metadata, the payload checksum verified, and SDK failures as keygate errors."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from provider.errors import (
+    BackendUnavailable,
+    InvalidSPC,
+    KeygateError,
+    PermissionDenied,
+    SecretNotFound,
+    Unauthenticated,
+)
+from providers.common.runtime import Pooled, Retryable
+from providers.gcp.oauth import TokenSource
+from providers.gcp.settings import GCPSettings
+
+if TYPE_CHECKING:
+    from google.cloud.secretmanager_v1 import SecretManagerServiceClient
+
+MAX_CHANNELS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Read:
+    version: str
+    data: bytes
+
+
+class SecretManager:
+    """The blocking side of the backend (runs on its worker pool)."""
+
+    def __init__(self, settings: GCPSettings) -> None:
+        self.settings = settings
+        self._clients: Pooled[str, SecretManagerServiceClient] = Pooled(
+            self._connect, lambda c: c.transport.close(), MAX_CHANNELS
+        )
+
+    def access(self, endpoint: str, name: str, token: str, timeout: float) -> Read:
+        """One blocking AccessSecretVersion call; the SDK's own retries are off (ours apply)."""
+        import google_crc32c
+
+        client = self._clients.get(endpoint)
+        response = client.access_secret_version(
+            request={"name": name},
+            retry=None,
+            timeout=timeout,
+            metadata=[("authorization", f"Bearer {token}")],
+        )
+        data = bytes(response.payload.data)
+        if "data_crc32c" in response.payload and google_crc32c.value(data) != response.payload.data_crc32c:
+            raise BackendUnavailable(
+                f"GCP secret {name}: the payload checksum (data_crc32c) does not match; "
+                "the response was corrupted in transit"
+            )
+        return Read(version=response.name or name, data=data)
+
+    def _connect(self, endpoint: str) -> SecretManagerServiceClient:
+        import grpc
+        from google.cloud.secretmanager_v1 import SecretManagerServiceClient
+        from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
+            SecretManagerServiceGrpcTransport,
+        )
+
+        channel = (
+            grpc.insecure_channel(endpoint)
+            if self.settings.insecure_plaintext_endpoint
+            else grpc.secure_channel(endpoint, grpc.ssl_channel_credentials())
+        )
+        return SecretManagerServiceClient(transport=SecretManagerServiceGrpcTransport(channel=channel))
+
+    def close(self) -> None:
+        self._clients.close()
+
+
+def map_error(exc: BaseException, name: str, endpoint: str, auth: TokenSource) -> KeygateError:
+    """SDK exceptions to keygate errors naming the resource and identity, never content."""
+    from google.api_core import exceptions as gexc
+
+    if isinstance(exc, KeygateError):
+        return exc
+    if isinstance(exc, gexc.NotFound):
+        return SecretNotFound(f"GCP secret version {name} was not found (endpoint {endpoint})")
+    if isinstance(exc, gexc.PermissionDenied):
+        return PermissionDenied(
+            f"GCP denied access to {name} for {auth.describe}; grant it "
+            "roles/secretmanager.secretAccessor on that secret"
+        )
+    if isinstance(exc, gexc.Unauthenticated):
+        return Unauthenticated(f"GCP did not accept the access token of {auth.describe} reading {name}")
+    if isinstance(exc, gexc.FailedPrecondition):
+        return SecretNotFound(f"GCP secret version {name} is disabled or destroyed")
+    if isinstance(exc, gexc.InvalidArgument):
+        return InvalidSPC(f"GCP rejected the resource name {name} as invalid")
+    if isinstance(exc, gexc.ResourceExhausted | gexc.ServiceUnavailable | gexc.DeadlineExceeded):
+        return Retryable(f"GCP Secret Manager at {endpoint} is busy or unavailable reading {name}")
+    if isinstance(exc, gexc.GoogleAPICallError):
+        code = getattr(exc.code, "name", None) or type(exc).__name__
+        return BackendUnavailable(f"GCP Secret Manager failed reading {name} ({code})")
+    raise exc
