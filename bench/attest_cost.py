@@ -21,13 +21,13 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from keygate_dev.devcluster import PodSpec, pinned, running
+from keygate_dev.driver_client import Pod, attributes
 from provider.app import build_attestor
 from provider.attest.attestor import PodAttestor
 from provider.config import Config
-from provider.devcluster import PodSpec, pinned, running
-from provider.driver_client import Pod, attributes
-from provider.request import MountInput, parse
 from provider.domain import SecretObject
+from provider.request import MountInput, parse
 
 POLICY = """
 default: deny

@@ -11,7 +11,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from provider.devcluster import PodSpec, pinned, running
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # keygate_dev: the dev stand-ins live in the checkout
+
+from keygate_dev.devcluster import PodSpec, pinned, running  # noqa: E402
 
 
 def main() -> None:

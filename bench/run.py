@@ -29,7 +29,7 @@ import grpc
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from provider.driver_client import Pod, mount_request  # noqa: E402
+from keygate_dev.driver_client import Pod, mount_request  # noqa: E402
 from provider.wire import service_pb2 as pb  # noqa: E402
 from provider.wire import service_pb2_grpc as pb_grpc  # noqa: E402
 from providers.sealed.envelope import generate_key, private_pem, seal  # noqa: E402

@@ -8,14 +8,18 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-from provider.config import Config
-from provider.driver_client import DriverClient, Pod, mount_request
-from provider.embedded import daemon_thread
-from providers.sealed.envelope import generate_key, private_pem, seal
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # keygate_dev: the dev stand-ins live in the checkout
+
+from keygate_dev.driver_client import DriverClient, Pod, mount_request  # noqa: E402
+from provider.config import Config  # noqa: E402
+from provider.embedded import daemon_thread  # noqa: E402
+from providers.sealed.envelope import generate_key, private_pem, seal  # noqa: E402
 
 
 def main() -> None:

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from provider.driver_client import Pod, mount_request  # noqa: E402
+from keygate_dev.driver_client import Pod, mount_request  # noqa: E402
 from provider.wire import service_pb2 as pb  # noqa: E402
 from provider.wire import service_pb2_grpc as pb_grpc  # noqa: E402
 from tests.vault_fixtures import Issuer, Vault, configure, start_bao  # noqa: E402

@@ -15,8 +15,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from keygate_dev.driver_client import DriverClient, mount_request
 from provider.config import Config
-from provider.driver_client import DriverClient, mount_request
 from provider.embedded import daemon_thread
 from tests.vault_fixtures import Vault, seeded_vault
 

@@ -1,6 +1,6 @@
 """A local Kubernetes API for tests: real HTTPS on 127.0.0.1, real RSA/EC keys, real tokens.
 
-The server itself is :class:`provider.devcluster.DevCluster` (``keygate demo`` uses it too): OIDC
+The server itself is :class:`keygate_dev.devcluster.DevCluster` (``keygate demo`` uses it too): OIDC
 discovery + JWKS, Pod GET, TokenReview. This module adds pytest fixtures and the helpers the
 negative cases need (forged headers, HMAC confusion, raw payloads). Other suites (e.g. Vault's
 kubernetes auth) can use ``kube`` for its TokenReview endpoint and ``kube.ca_file``.
@@ -21,8 +21,8 @@ from typing import Any
 import jwt
 import pytest
 
-from provider.devcluster import DevCluster, PodSpec, SigningKey, k8s_key_id, pinned, running
-from provider.driver_client import Pod
+from keygate_dev.devcluster import DevCluster, PodSpec, SigningKey, k8s_key_id, pinned, running
+from keygate_dev.driver_client import Pod
 
 __all__ = [
     "DevCluster",

@@ -15,7 +15,7 @@ import grpc
 import jwt
 import pytest
 
-from provider.driver_client import mount_request
+from keygate_dev.driver_client import mount_request
 from tests.kubeapi import (
     AUDIENCE,
     DevCluster,
@@ -445,7 +445,7 @@ def test_api_rejects_daemon_credentials(attest_daemon, kube: DevCluster, node_ke
 
 
 def test_api_with_untrusted_certificate_fails_closed(attest_daemon, kube: DevCluster, node_key, short_tmp):
-    from provider.devcluster import make_tls
+    from keygate_dev.devcluster import make_tls
 
     other_ca = short_tmp / "other-ca.crt"
     other_ca.write_bytes(make_tls().ca_pem)

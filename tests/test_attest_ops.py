@@ -12,9 +12,9 @@ from typing import Any
 import grpc
 import pytest
 
+from keygate_dev.driver_client import mount_request
 from provider.attest.policy import PolicyError, PolicyStore
 from provider.attest.reasons import Denial
-from provider.driver_client import mount_request
 from provider.health import Readiness
 from tests.kubeapi import AUDIENCE, DevCluster, driver_pod, make_pod, pinned
 from tests.ops_helpers import free_port, http_get, samples, value

@@ -8,8 +8,8 @@ import stat
 import grpc
 import pytest
 
+from keygate_dev.driver_client import mount_request
 from provider.attest.audit import AuditLog
-from provider.driver_client import mount_request
 from tests.kubeapi import driver_pod, make_pod
 from tests.test_attest import SECRET, spc
 

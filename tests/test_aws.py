@@ -21,8 +21,8 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from keygate_dev.driver_client import Pod, mount_request
 from provider.domain import PodIdentity
-from provider.driver_client import Pod, mount_request
 from provider.errors import Code, InvalidSPC, PermissionDenied, SecretNotFound, Unauthenticated
 from providers.aws.auth import session_name
 from providers.aws.backend import AWSBackend

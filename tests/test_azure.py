@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import pkcs12
 
-from provider.driver_client import Pod, mount_request
+from keygate_dev.driver_client import Pod, mount_request
 from tests.azure_fake import ConnectProxy, FakeAzure, TestCA, make_cert, pod_token
 
 TENANT = "72f988bf-86f1-41af-91ab-2d7cd011db47"

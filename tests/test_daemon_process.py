@@ -16,9 +16,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from keygate_dev.driver_client import DriverClient, Pod, mount_request
 from provider import __version__
 from provider.config import Config, load
-from provider.driver_client import DriverClient, Pod, mount_request
 from provider.errors import KeygateError
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,7 +26,7 @@ import grpc
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from provider.driver_client import DriverClient, Pod, mount_request
+from keygate_dev.driver_client import DriverClient, Pod, mount_request
 from tests.conftest import NodeKey, Running
 from tests.fault_server import FaultVault, NoAccept, closed_port
 from tests.vault_fixtures import Issuer, Vault, free_port, vault  # noqa: F401

@@ -16,8 +16,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from keygate_dev.driver_client import Pod, attributes
 from provider.attest import InsecureTrustAttributes
-from provider.driver_client import Pod, attributes
 from provider.wire import service_pb2 as pb
 
 EXAMPLES = int(os.environ.get("KEYGATE_FUZZ_EXAMPLES", "3400"))

@@ -10,7 +10,7 @@ from typing import Any
 import grpc
 import pytest
 
-from provider.driver_client import Pod, mount_request
+from keygate_dev.driver_client import Pod, mount_request
 from providers.gcp.settings import DEFAULTS, GCPSettings
 from tests.gcp_fake import Cluster, FakeGoogleAuth, FakeSecretManager, Principals, all_tokens
 

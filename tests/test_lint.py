@@ -8,8 +8,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from keygate_dev.driver_client import Pod, mount_request
 from provider.cli import main
-from provider.driver_client import Pod, mount_request
 from providers.sealed.envelope import generate_key, public_pem
 
 DIGEST = "sha256:" + "ab" * 32

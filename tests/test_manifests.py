@@ -22,8 +22,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
+from keygate_dev.driver_client import mount_request
 from provider.cli import main
-from provider.driver_client import mount_request
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "daemonset"

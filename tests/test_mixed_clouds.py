@@ -10,7 +10,7 @@ import time
 import grpc
 import pytest
 
-from provider.driver_client import Pod, mount_request
+from keygate_dev.driver_client import Pod, mount_request
 from tests.test_aws import REGION, ROLE, admin, moto, moto_url, sa_token  # noqa: F401 - fixtures
 from tests.test_azure import CLIENT_ID, TENANT, azure  # noqa: F401 - fixture
 from tests.test_gcp import SECRET_VALUE, gcp  # noqa: F401 - fixture

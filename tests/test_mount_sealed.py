@@ -7,7 +7,7 @@ import json
 import grpc
 import pytest
 
-from provider.driver_client import Pod, mount_request
+from keygate_dev.driver_client import Pod, mount_request
 from provider.wire import service_pb2 as pb
 from providers.sealed.envelope import generate_key, seal
 

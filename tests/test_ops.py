@@ -13,9 +13,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from keygate_dev.driver_client import Pod, mount_request
 from provider import logs, metrics
 from provider.config import Config, load
-from provider.driver_client import Pod, mount_request
 from provider.embedded import daemon_thread
 from provider.errors import KeygateError
 from provider.logs import current_request_id
@@ -210,7 +210,7 @@ def test_draining_turns_health_not_serving_and_finishes_in_flight_mounts(short_t
     cm = daemon_thread(config)
     mounter = cm.__enter__()
     register_probe(mounter.registry)
-    from provider.driver_client import DriverClient
+    from keygate_dev.driver_client import DriverClient
 
     with ThreadPoolExecutor(3) as pool, DriverClient(config.socket) as client:
         channel = grpc.insecure_channel(f"unix:{config.socket}")

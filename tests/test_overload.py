@@ -8,7 +8,7 @@ import time
 
 import grpc
 
-from provider.driver_client import DriverClient, Pod, mount_request
+from keygate_dev.driver_client import DriverClient, Pod, mount_request
 
 
 def test_overload_is_refused_quickly_and_others_complete(start_daemon):

@@ -8,7 +8,7 @@ import time
 import grpc
 import pytest
 
-from provider.driver_client import mount_request
+from keygate_dev.driver_client import mount_request
 from tests.kubeapi import NODE, DevCluster, driver_pod, make_pod
 from tests.test_attest import SECRET, spc
 

@@ -8,9 +8,9 @@ import re
 import grpc
 import pytest
 
+from keygate_dev.driver_client import mount_request
 from provider.app import build_mounter
 from provider.config import Config
-from provider.driver_client import mount_request
 from provider.errors import KeygateError
 from tests.kubeapi import DevCluster, attest_settings, driver_pod, make_pod, pinned
 from tests.test_attest import DENIED, refused, spc

@@ -1,4 +1,4 @@
-from provider.driver_client import Pod, mount_request
+from keygate_dev.driver_client import Pod, mount_request
 
 
 def test_version_and_mount(start_daemon, node_key):

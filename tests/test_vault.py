@@ -10,8 +10,8 @@ import time
 import grpc
 import pytest
 
+from keygate_dev.driver_client import Pod, mount_request
 from provider.config import load
-from provider.driver_client import Pod, mount_request
 from tests.vault_fixtures import (  # noqa: F401
     AUDIENCE,
     BaoServer,

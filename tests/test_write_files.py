@@ -9,7 +9,7 @@ import stat
 import grpc
 import pytest
 
-from provider.driver_client import Pod, mount_request
+from keygate_dev.driver_client import Pod, mount_request
 
 POD = Pod(namespace="shop")
 

@@ -27,7 +27,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from provider.driver_client import Pod
+from keygate_dev.driver_client import Pod
 
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 AUDIENCE = "vault"
