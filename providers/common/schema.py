@@ -156,6 +156,35 @@ def _convert(spec: Spec, value: Any, label: str, strip: bool, obj: str = "") -> 
     return text
 
 
+def _store(
+    spec: Spec,
+    used: str | None,
+    raw: Any,
+    label: str,
+    obj: str,
+    index: int | None,
+    sink: Sink,
+    values: dict[str, Any],
+    given: set[str],
+) -> None:
+    """Default, convert and keep one value (``obj`` is set for object fields, which keep spaces)."""
+    if raw is None:
+        raw = spec.default
+    if raw is None:
+        return
+    try:
+        value = _convert(spec, raw, label, strip=not obj, obj=obj)
+    except InvalidSPC as exc:
+        sink.report(Finding("error", exc.message, index, used))
+        return
+    if spec.refused and used is not None and value not in (False, ""):
+        sink.report(Finding("error", f"{label} is not supported by keygate: {spec.refused}", index, used))
+        return
+    values[spec.name] = value
+    if used is not None:
+        given.add(spec.name)
+
+
 @dataclass(frozen=True, slots=True)
 class Schema:
     """A backend's whole SPC vocabulary; see the module docstring."""
@@ -225,23 +254,7 @@ class Schema:
                 )
                 sink.report(Finding("error", f"{label} is required{also}: {spec.doc}", key=spec.name))
                 continue
-            if raw is None:
-                raw = spec.default
-            if raw is None:
-                continue
-            try:
-                value = _convert(spec, raw, label, strip=True)
-            except InvalidSPC as exc:
-                sink.report(Finding("error", exc.message, key=used))
-                continue
-            if spec.refused and used is not None and value not in (False, ""):
-                sink.report(
-                    Finding("error", f"{label} is not supported by keygate: {spec.refused}", key=used)
-                )
-                continue
-            values[spec.name] = value
-            if used is not None:
-                given.add(spec.name)
+            _store(spec, used, raw, label, "", None, sink, values, given)
         return Values(values, frozenset(given))
 
     def read_fields(self, obj: SecretObject, sink: Sink | None = None) -> Values:
@@ -257,18 +270,7 @@ class Schema:
                     Finding("error", f"{where}: {spec.name!r} is required ({spec.doc})", obj.index, spec.name)
                 )
                 continue
-            if raw is None:
-                raw = spec.default
-            if raw is None:
-                continue
-            try:
-                value = _convert(spec, raw, f"{where}: {spec.name!r}", strip=False, obj=where)
-            except InvalidSPC as exc:
-                sink.report(Finding("error", exc.message, obj.index, used))
-                continue
-            values[spec.name] = value
-            if used is not None:
-                given.add(spec.name)
+            _store(spec, used, raw, f"{where}: {spec.name!r}", where, obj.index, sink, values, given)
         return Values(values, frozenset(given))
 
     def check_parameters(

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -116,7 +117,6 @@ class Identities:
         describe: str,
     ) -> tuple[str, datetime | None]:
         """STS token exchange with the pod's token, then IAM impersonation if a GSA is named."""
-        from google.auth import exceptions as aexc
         from google.auth import identity_pool, impersonated_credentials
 
         class _PodToken(identity_pool.SubjectTokenSupplier):
@@ -130,16 +130,14 @@ class Identities:
             subject_token_supplier=_PodToken(),
             scopes=[CLOUD_SCOPE],
         )
-        try:
-            federated.refresh(request)
-        except aexc.TransportError:
-            raise Retryable(f"the GCP STS endpoint could not be reached for {describe}") from None
-        except (aexc.RefreshError, aexc.OAuthError) as exc:
-            if retryable(exc):
-                raise Retryable(f"the GCP STS endpoint is busy ({oauth_reason(exc)})") from None
-            raise Unauthenticated(
-                f"GCP STS refused the pod's token for {describe} (audience {audience}): {oauth_reason(exc)}"
-            ) from None
+        _refresh(
+            federated,
+            request,
+            f"the GCP STS endpoint (for {describe})",
+            lambda reason: Unauthenticated(
+                f"GCP STS refused the pod's token for {describe} (audience {audience}): {reason}"
+            ),
+        )
         if not gsa:
             return str(federated.token), federated.expiry
         impersonated = impersonated_credentials.Credentials(
@@ -152,17 +150,15 @@ class Identities:
                 f"{self.settings.iam_endpoint.rstrip('/')}/v1/projects/-/serviceAccounts/{gsa}:generateAccessToken"
             ),
         )
-        try:
-            impersonated.refresh(request)
-        except aexc.TransportError:
-            raise Retryable(f"the GCP IAM Credentials endpoint could not be reached for {describe}") from None
-        except (aexc.RefreshError, aexc.OAuthError) as exc:
-            if retryable(exc):
-                raise Retryable(f"the GCP IAM Credentials endpoint is busy ({oauth_reason(exc)})") from None
-            raise PermissionDenied(
-                f"GCP IAM refused {describe}: {oauth_reason(exc)}; grant the pod's principal "
+        _refresh(
+            impersonated,
+            request,
+            f"the GCP IAM Credentials endpoint (for {describe})",
+            lambda reason: PermissionDenied(
+                f"GCP IAM refused {describe}: {reason}; grant the pod's principal "
                 f"roles/iam.workloadIdentityUser (or serviceAccountTokenCreator) on {gsa}"
-            ) from None
+            ),
+        )
         return str(impersonated.token), impersonated.expiry
 
     def _key_auth(self, key_json: str) -> TokenSource:
@@ -199,14 +195,12 @@ class Identities:
                     f"the nodePublishSecretRef {NODE_KEY} is not a usable service-account key "
                     f"({type(exc).__name__})"
                 ) from None
-            try:
-                creds.refresh(request)
-            except aexc.TransportError:
-                raise Retryable("the GCP OAuth token endpoint could not be reached") from None
-            except (aexc.RefreshError, aexc.OAuthError) as exc:
-                if retryable(exc):
-                    raise Retryable(f"the GCP OAuth token endpoint is busy ({oauth_reason(exc)})") from None
-                raise Unauthenticated(f"GCP refused {describe}: {oauth_reason(exc)}") from None
+            _refresh(
+                creds,
+                request,
+                "the GCP OAuth token endpoint",
+                lambda reason: Unauthenticated(f"GCP refused {describe}: {reason}"),
+            )
             return str(creds.token), creds.expiry
 
         return TokenSource("node-publish-secret", key, describe, build)
@@ -220,19 +214,30 @@ class Identities:
             try:
                 if self._adc is None:
                     self._adc, _ = google.auth.default(scopes=[CLOUD_SCOPE])
-                self._adc.refresh(request)
             except aexc.DefaultCredentialsError:
                 raise KeygateError(
                     "auth: provider-adc, but the keygate daemon has no Application Default Credentials"
                 ) from None
-            except aexc.TransportError:
-                raise Retryable("the daemon's credentials could not be refreshed (network)") from None
-            except (aexc.RefreshError, aexc.OAuthError) as exc:
-                if retryable(exc):
-                    raise Retryable(
-                        f"the daemon's credentials could not be refreshed ({oauth_reason(exc)})"
-                    ) from None
-                raise Unauthenticated(
-                    f"the daemon's own credentials were refused: {oauth_reason(exc)}"
-                ) from None
+            _refresh(
+                self._adc,
+                request,
+                "the token endpoint of the daemon's own credentials",
+                lambda reason: Unauthenticated(f"the daemon's own credentials were refused: {reason}"),
+            )
             return str(self._adc.token), self._adc.expiry
+
+
+def _refresh(
+    credentials: Any, request: Request, endpoint: str, refused: Callable[[str], KeygateError]
+) -> None:
+    """Refresh Google credentials: unreachable or busy endpoints are retried, refusals are not."""
+    from google.auth import exceptions as aexc
+
+    try:
+        credentials.refresh(request)
+    except aexc.TransportError:
+        raise Retryable(f"{endpoint} could not be reached") from None
+    except (aexc.RefreshError, aexc.OAuthError) as exc:
+        if retryable(exc):
+            raise Retryable(f"{endpoint} is busy ({oauth_reason(exc)})") from None
+        raise refused(oauth_reason(exc)) from None
