@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from provider.errors import InvalidSPC
+from provider.errors import InvalidSPC, KeygateError
 from providers.common import readers
 from providers.common.sinks import Collect, Finding, FirstError, Sink
 
@@ -113,7 +113,7 @@ class RuleInput:
 
 
 Rule = Callable[[RuleInput], None]
-"""A check across values; raises InvalidSPC naming what to change."""
+"""A check across values; raises InvalidSPC (or a more precise KeygateError) naming what to change."""
 PathRule = Callable[[Mapping[str, Any], Mapping[str, str]], str]
 
 
@@ -302,8 +302,8 @@ def _errors(sink: Sink) -> int:
 def _run(rule: Rule, given: RuleInput, sink: Sink, index: int | None) -> None:
     try:
         rule(given)
-    except InvalidSPC as exc:
-        sink.report(Finding("error", exc.message, index))
+    except KeygateError as exc:
+        sink.report(Finding("error", exc.message, index, error=type(exc)))
 
 
 __all__ = ["Collect", "Finding", "FirstError", "Marker", "RuleInput", "Schema", "Sink", "Spec", "Values"]

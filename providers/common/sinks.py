@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from provider.errors import InvalidSPC
+from provider.errors import InvalidSPC, KeygateError
 
 Severity = Literal["error", "warning"]
 
@@ -18,6 +18,7 @@ class Finding:
     message: str
     index: int | None = None
     key: str | None = None
+    error: type[KeygateError] = InvalidSPC
 
 
 class Sink(Protocol):
@@ -27,11 +28,12 @@ class Sink(Protocol):
 
 
 class FirstError:
-    """The daemon's sink: the first error is raised as InvalidSPC; warnings are dropped."""
+    """The daemon's sink: the first error is raised (InvalidSPC unless a rule chose another
+    code, e.g. PermissionDenied for a refused insecure mode); warnings are dropped."""
 
     def report(self, finding: Finding) -> None:
         if finding.severity == "error":
-            raise InvalidSPC(finding.message)
+            raise finding.error(finding.message)
 
 
 @dataclass(slots=True)

@@ -24,7 +24,7 @@ from providers.common.runtime import Retryable
 from providers.common.schema import Values
 from providers.common.tokens import pod_token
 from providers.gcp.oauth import CLOUD_SCOPE, TokenSource, oauth_reason, retryable
-from providers.gcp.params import AUTH_PROVIDER, delegates
+from providers.gcp.params import AUTH_PROVIDER, PROVIDER_ADC_REFUSED, delegates
 from providers.gcp.settings import GCPSettings
 
 if TYPE_CHECKING:
@@ -61,11 +61,7 @@ class Identities:
             return self._key_auth(key_json)
         if auth == AUTH_PROVIDER:
             if not self.settings.insecure_allow_provider_adc:
-                raise PermissionDenied(
-                    "auth: provider-adc would read with the keygate daemon's own Google identity, shared "
-                    "by every namespace; the cluster admin has not enabled it "
-                    "(backends.gcp.insecure_allow_provider_adc). Use the pod's workload identity"
-                )
+                raise PermissionDenied(PROVIDER_ADC_REFUSED)
             return TokenSource(
                 "provider-adc", ("provider-adc",), "the keygate daemon's own credentials", self._adc_token
             )

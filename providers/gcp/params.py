@@ -6,7 +6,7 @@ import json
 import re
 
 from provider.domain import SecretObject
-from provider.errors import InvalidSPC
+from provider.errors import InvalidSPC, PermissionDenied
 from providers.common.schema import Marker, RuleInput, Schema, Spec
 
 GLOBAL_RESOURCE = re.compile(r"projects/([^/]+)/secrets/([^/]+)/versions/([^/]+)")
@@ -15,6 +15,11 @@ LOCATION = re.compile(r"[a-z][a-z0-9-]{0,29}")
 SERVICE_ACCOUNT_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
 AUTH_POD = "pod-adc"
 AUTH_PROVIDER = "provider-adc"
+PROVIDER_ADC_REFUSED = (
+    "auth: provider-adc would read with the keygate daemon's own Google identity, shared "
+    "by every namespace; the cluster admin has not enabled it "
+    "(backends.gcp.insecure_allow_provider_adc). Use the pod's workload identity"
+)
 
 
 def parse_resource(name: str, where: str) -> str | None:
@@ -67,6 +72,16 @@ def _identity(given: RuleInput) -> None:
     delegates(given.parameters.text("gcpServiceAccountDelegates"), "parameter 'gcpServiceAccountDelegates'")
 
 
+def _provider_adc(given: RuleInput) -> None:
+    """``auth: provider-adc`` reads as the daemon, shared by every namespace: off unless allowed.
+
+    Without the daemon's settings (lint) the default, refusal, is assumed.
+    """
+    allowed = bool((given.settings or {}).get("insecure_allow_provider_adc"))
+    if given.parameters.text("auth") == AUTH_PROVIDER and not allowed:
+        raise PermissionDenied(PROVIDER_ADC_REFUSED)
+
+
 def _object(given: RuleInput) -> None:
     assert given.obj is not None and given.fields is not None
     obj, fields, where = given.obj, given.fields, given.where
@@ -116,6 +131,6 @@ SCHEMA = Schema(
         Spec("extractYAMLKey", "write only this top-level string of a YAML payload"),
     ),
     object_markers=(Marker("resourceName"),),
-    spc_rules=(_identity,),
+    spc_rules=(_identity, _provider_adc),
     object_rules=(_object,),
 )

@@ -9,11 +9,12 @@ from provider.domain import SecretObject
 from providers.common import extract
 from providers.common.encoding import decode
 from providers.vault.client import Read, Result
+from providers.vault.params import secret_path
 
 
 def read_of(obj: SecretObject) -> Read:
     """The distinct request an object needs; objects asking the same share one read."""
-    raw = obj.str_field("secretPath").strip().strip("/")
+    raw = secret_path(obj.str_field("secretPath"))
     path, _, query = raw.partition("?")
     method = obj.str_field("method", "GET").upper() or "GET"
     args = obj.field("secretArgs")
@@ -22,7 +23,7 @@ def read_of(obj: SecretObject) -> Read:
 
 
 def object_id(obj: SecretObject) -> str:
-    path = obj.str_field("secretPath").strip().strip("/")
+    path = secret_path(obj.str_field("secretPath"))
     key = obj.str_field("secretKey")
     return f"vault/{path}#{key}" if key else f"vault/{path}"
 

@@ -98,6 +98,13 @@ def mount_path(raw: str) -> str:
     return path
 
 
+def secret_path(raw: str) -> str:
+    """``secretPath`` as Vault's API path below ``/v1/``: vault-csi-provider SPCs also write the
+    ``/v1/`` prefix itself (``/v1/secret/data/x``), which names the same secret."""
+    path = raw.strip().strip("/")
+    return path[len("v1/") :].lstrip("/") if path.startswith("v1/") else path
+
+
 def _address(given: RuleInput) -> None:
     address = given.parameters.text("vaultAddress")
     if not address:
@@ -128,7 +135,7 @@ def _tls(given: RuleInput) -> None:
 
 def _secret_path(given: RuleInput) -> None:
     assert given.fields is not None
-    path = given.fields.text("secretPath").strip().strip("/")
+    path = secret_path(given.fields.text("secretPath"))
     if not path:
         raise InvalidSPC(f"{given.where}: 'secretPath' is required (e.g. secret/data/db)")
     if ".." in path.split("?")[0].split("/"):
