@@ -1,37 +1,15 @@
-"""One classification of backend answers: HTTP status -> keygate error class, retryable or not.
+"""One list of the HTTP answers worth retrying, for every backend that sees HTTP statuses.
 
-Every backend maps its SDK's failures through :func:`classify`, so 429 and 5xx are retried the
-same way everywhere and a refusal is never retried.
+Throttling (429), timeouts (408) and server faults (5xx) are retried within the mount deadline
+(:func:`providers.common.runtime.with_retries`); every other answer is a refusal the backend maps
+to its keygate error (not found, permission denied, ...) and is never retried.
 """
 
 from __future__ import annotations
 
-from provider.errors import (
-    BackendUnavailable,
-    InvalidSPC,
-    KeygateError,
-    PermissionDenied,
-    SecretNotFound,
-    Unauthenticated,
-)
-from providers.common.runtime import Retryable
-
-RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-BY_STATUS: dict[int, type[KeygateError]] = {
-    400: InvalidSPC,
-    401: Unauthenticated,
-    403: PermissionDenied,
-    404: SecretNotFound,
-}
+RETRYABLE_STATUS = frozenset({408, 429})
 
 
 def is_retryable(status: int) -> bool:
     """Throttling, timeouts and server faults: worth another try within the deadline."""
     return status in RETRYABLE_STATUS or status >= 500
-
-
-def classify(status: int, message: str) -> KeygateError:
-    """The keygate error for an HTTP status; Retryable for throttling and server faults."""
-    if is_retryable(status):
-        return Retryable(message)
-    return BY_STATUS.get(status, BackendUnavailable)(message)
