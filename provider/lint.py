@@ -151,7 +151,7 @@ class _LintRegistry(Registry):
     (their schemas are enough), and a plugin that fails to load is noted instead of fatal."""
 
     def __init__(self) -> None:
-        super().__init__(None)
+        super().__init__({}, known_settings=False)
         self.unavailable: dict[str, str] = {}
 
     def schema(self, name: str) -> Schema | None:

@@ -65,12 +65,14 @@ def _plugin_targets() -> dict[str, str]:
 class Registry:
     """Creates each backend once, on first use, with its section of the daemon configuration.
 
-    ``settings`` None means the daemon's configuration is unknown (``keygate lint``): values a
-    setting could provide are then warnings, not errors.
+    ``known_settings=False`` means the daemon's configuration is unknown (``keygate lint``):
+    values a setting could provide are then warnings, not errors.
     """
 
-    def __init__(self, settings: Mapping[str, Mapping[str, Any]] | None = None) -> None:
-        self.configured = settings is not None
+    def __init__(
+        self, settings: Mapping[str, Mapping[str, Any]] | None = None, *, known_settings: bool = True
+    ) -> None:
+        self.configured = known_settings
         self._settings = dict(settings or {})
         self._targets = {name: info.target for name, info in BUILTIN.items()}
         for name, target in _plugin_targets().items():
