@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # keygate_dev: the dev stand-ins live in the checkout
 
 from keygate_dev.driver_client import DriverClient, Pod, mount_request  # noqa: E402
+from keygate_dev.embedded import daemon_thread  # noqa: E402
 from provider.config import Config  # noqa: E402
-from provider.embedded import daemon_thread  # noqa: E402
 from providers.sealed.envelope import generate_key, private_pem, seal  # noqa: E402
 
 

@@ -16,8 +16,8 @@ import time
 from pathlib import Path
 
 from keygate_dev.driver_client import DriverClient, mount_request
+from keygate_dev.embedded import daemon_thread
 from provider.config import Config
-from provider.embedded import daemon_thread
 from tests.vault_fixtures import Vault, seeded_vault
 
 OBJECTS = 10

@@ -18,8 +18,8 @@ import grpc
 
 from keygate_dev.devcluster import PodSpec, pinned, running
 from keygate_dev.driver_client import DriverClient, Pod, mount_request
+from keygate_dev.embedded import daemon_thread
 from provider.config import Config
-from provider.embedded import daemon_thread
 from providers.sealed.envelope import generate_key, private_pem, seal
 
 SAMPLES = {"db-password": b"correct horse battery staple", "api-token": b"tok_demo_0123456789"}

@@ -17,10 +17,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 
 from keygate_dev.driver_client import DriverClient
+from keygate_dev.embedded import daemon_thread
 from provider import logs
 from provider.attest import Attestor
 from provider.config import Config
-from provider.embedded import daemon_thread
 from provider.mount import Mounter
 from providers.sealed.envelope import generate_key, private_pem, seal
 

@@ -14,9 +14,9 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from keygate_dev.driver_client import Pod, mount_request
+from keygate_dev.embedded import daemon_thread
 from provider import logs, metrics
 from provider.config import Config, load
-from provider.embedded import daemon_thread
 from provider.errors import KeygateError
 from provider.logs import current_request_id
 from tests.ops_helpers import ProbeBackend, free_port, http_get, register_probe, samples, value

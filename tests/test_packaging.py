@@ -24,6 +24,7 @@ def test_wheel_packages_exclude_the_dev_stand_ins():
     assert not [p for p in packages if p.startswith("keygate_dev")]
     assert not (ROOT / "provider" / "devcluster.py").exists()
     assert not (ROOT / "provider" / "driver_client.py").exists()
+    assert not (ROOT / "provider" / "embedded.py").exists()
 
 
 def test_daemon_image_does_not_copy_the_dev_stand_ins():
