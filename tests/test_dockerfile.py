@@ -11,6 +11,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tomllib
 import venv
 from pathlib import Path
@@ -125,8 +126,26 @@ def test_the_wheel_installs_and_runs_like_in_the_image(tmp_path):
     (wheel,) = wheels.glob("keygate-*.whl")
     assert wheel.name.startswith(f"keygate-{__version__}-")
     env_dir = tmp_path / "venv"
-    venv.EnvBuilder(system_site_packages=True, with_pip=False).create(env_dir)
+    venv.EnvBuilder(with_pip=False).create(env_dir)
     py = env_dir / "bin" / "python"
+    # The image installs the dependencies beside the wheel; here they come from the interpreter
+    # running the tests. system_site_packages would mean the *base* interpreter's packages when
+    # the tests run inside a venv, so the running environment's site-packages are added by a
+    # .pth line instead (a plain path line: its own .pth files, such as our editable install's
+    # finder, are not processed, so the new venv's keygate is the one imported).
+    (purelib,) = {
+        Path(p)
+        for p in subprocess.run(
+            [str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=30,
+        ).stdout.split()
+    }
+    (purelib / "keygate-test-deps.pth").write_text(
+        "\n".join(sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})) + "\n"
+    )
     pip_args = [
         "-m",
         "pip",
