@@ -31,7 +31,9 @@ log = logging.getLogger("keygate.writer")
 DATA_DIR = "..data"
 DATA_TMP = "..data_tmp"
 LINK_TMP = "..link_tmp"
-STAMP_RE = re.compile(r"\.\.\d{4}_\d{2}_\d{2}_\d{2}_\d{2}_\d{2}\.[0-9a-f]{12}")
+# Ours have 12 hex digits; the driver's own atomic writer (it also writes the files we return)
+# uses the same layout with a decimal suffix, so its directories count as the same family.
+STAMP_RE = re.compile(r"\.\.\d{4}_\d{2}_\d{2}_\d{2}_\d{2}_\d{2}\.[0-9a-f]{1,32}")
 LOCK_WAIT = 10.0
 DIR_MODE = 0o755  # the kubelet's; the files keep their own modes
 

@@ -138,6 +138,14 @@ def mksock(p: Path) -> None:
     s.close()
 
 
+def mknod(p: Path) -> None:
+    """A character device (the one /dev/null is) at ``p``; skips where that needs privilege."""
+    try:
+        os.mknod(p, stat.S_IFCHR | 0o666, os.makedev(1, 3))
+    except PermissionError:
+        pytest.skip("mknod needs CAP_MKNOD")
+
+
 def nested_tree(root: Path, depth: int) -> None:
     p = root
     for _ in range(depth):
@@ -216,6 +224,8 @@ CASES: dict[str, Setup] = {
     "fifo-and-socket-at-our-names": _many(
         lambda w: mkfifo(w.target / "db-password"), lambda w: mksock(w.target / "a")
     ),
+    "hard-link-to-outside-file": lambda w: os.link(w.outside / "db-password", w.target / "db-password"),
+    "device-node-at-our-name": lambda w: mknod(w.target / "a"),
     "scratch-names-taken": _many(
         _link("..data_tmp", lambda w: str(w.outside)),
         lambda w: mkfifo(w.target / "..link_tmp"),
@@ -277,6 +287,20 @@ def test_links_planted_inside_our_previous_data_dir_are_not_followed(world: Worl
     assert world.snap() == before
     assert_ours(world.target, SECOND)
     assert not old.exists()
+
+
+def test_the_drivers_own_layout_is_taken_over(world: World) -> None:
+    """The driver's atomic writer (decimal suffix) writes the files we return: same family."""
+    theirs = "..2024_01_01_00_00_00.1234567890"
+    (world.target / theirs / "keys").mkdir(parents=True)
+    (world.target / theirs / "db-password").write_bytes(b"pw-0")
+    (world.target / theirs / "gone").write_bytes(b"old")
+    os.symlink(theirs, world.target / "..data")
+    for name in ("db-password", "keys", "gone"):
+        os.symlink(f"..data/{name}", world.target / name)
+    (world.target / "..2024_01_01_00_00_00.987").mkdir()  # one the driver left behind
+    write_atomic(str(world.target), FIRST)
+    assert_ours(world.target, FIRST)
 
 
 def test_foreign_entries_at_names_we_do_not_use_are_left_alone(world: World) -> None:
@@ -374,6 +398,7 @@ def test_conflicting_paths_are_refused_before_writing(world: World, files: list[
     [
         OutFile("..data/x", 0o644, b""),
         OutFile("..2020_01_01_00_00_00.aaaaaaaaaaaa", 0o644, b""),
+        OutFile("..data_tmp", 0o644, b""),
         OutFile("a/../b", 0o644, b""),
         OutFile("a//b", 0o644, b""),
         OutFile("/abs", 0o644, b""),
@@ -398,6 +423,20 @@ def test_a_foreign_tree_too_deep_to_remove_is_a_clear_error(world: World) -> Non
         write_atomic(str(world.target), FIRST)
     assert "deeper than 100" in info.value.message and "pw-1" not in info.value.message
     assert world.snap() == before
+
+
+def test_a_failure_while_linking_takes_back_the_new_links(world: World) -> None:
+    """``a-new`` is linked before ``z`` fails (a tree too deep to remove): a-new goes again."""
+    old = [OutFile("db-password", 0o400, b"pw-1")]
+    write_atomic(str(world.target), old)
+    nested_tree(world.target / "z", dirfd.MAX_DEPTH + 5)
+    new = [OutFile("a-new", 0o644, b"n"), OutFile("db-password", 0o400, b"pw-2"), OutFile("z", 0o644, b"z")]
+    with pytest.raises(KeygateError):
+        write_atomic(str(world.target), new)
+    assert_ours(world.target, old, also=frozenset({"z"}))
+    shutil.rmtree(world.target / "z")
+    write_atomic(str(world.target), new)
+    assert_ours(world.target, new)
 
 
 def test_a_write_that_fails_half_way_keeps_the_previous_set(world: World) -> None:
