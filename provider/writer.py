@@ -222,15 +222,17 @@ class _Swap:
             try:
                 for i, part in enumerate(dirs):
                     prefix = "/".join(dirs[: i + 1])
-                    if prefix in made:
-                        nxt = dirfd.open_dir(here, part, self.mount)
-                    else:
+                    fresh = prefix not in made
+                    if fresh:
                         nxt = dirfd.make_dir(here, part, self.mount)
                         made.add(prefix)
-                        os.fchmod(nxt, DIR_MODE)
+                    else:
+                        nxt = dirfd.open_dir(here, part, self.mount)
                     if here != data:
                         os.close(here)
                     here = nxt
+                    if fresh:
+                        os.fchmod(here, DIR_MODE)
                 dirfd.write_file(here, leaf, f.contents, f.mode)
             except OSError as exc:
                 raise OSError(exc.errno, exc.strerror, f.path) from None

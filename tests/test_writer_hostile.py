@@ -624,7 +624,7 @@ def test_racing_link_swaps_never_reach_outside(world: World, attack: str) -> Non
     failures = 0
     reasons: set[str] = set()
     try:
-        for i in range(150):
+        for i in range(100):
             try:
                 write_atomic(str(world.target), FIRST if i % 2 else SECOND)
             except KeygateError as exc:
@@ -647,8 +647,7 @@ def test_racing_link_swaps_never_reach_outside(world: World, attack: str) -> Non
         "b",
     }
     assert_ours(world.target, SECOND, also=frozenset(stray))
-    print(f"{attack}: {failures} of 150 writes failed", sorted(reasons))
-    assert failures < 150, "the writer must still succeed most of the time"
+    assert failures < 100, f"the writer never succeeded: {sorted(reasons)}"
 
 
 def test_errno_of_a_link_where_a_dir_is_opened() -> None:
