@@ -1,4 +1,4 @@
-"""AWS Secrets Manager and SSM Parameter Store, authenticated as the pod (IRSA-style).
+"""AWS Secrets Manager and SSM Parameter Store, authenticated as the pod (IRSA or EKS Pod Identity).
 
 The SPC vocabulary is the AWS provider's (``region``, ``failoverRegion``, ``pathTranslation``,
 ``objects`` with ``objectName``/``objectType``/``objectAlias``/``objectVersion``/
@@ -7,7 +7,9 @@ over with only ``spec.provider`` changed.
 
 Credentials come from ``sts:AssumeRoleWithWebIdentity`` with the pod's own projected
 service-account token (audience ``sts.amazonaws.com``), so a pod gets exactly what its IAM role's
-trust policy grants its service account, never the node's or the daemon's permissions. Static keys
+trust policy grants its service account, never the node's or the daemon's permissions; with
+``usePodIdentity`` the node's EKS Pod Identity Agent makes that exchange instead
+(:mod:`providers.aws_pod_identity`). Static keys
 are accepted only from the volume's nodePublishSecretRef. boto3 is blocking, so every AWS call
 runs on this backend's bounded :class:`WorkerPool`; boto3 is imported on first use because it
 costs a few hundred milliseconds to load.
@@ -38,6 +40,7 @@ from provider.errors import (
     SecretNotFound,
     Unauthenticated,
 )
+from providers import aws_pod_identity
 from providers.base import FetchContext, Fetched, PodIdentity, SecretObject
 from providers.runtime import ClientCache, Retryable, WorkerPool, gather_all, with_retries
 
@@ -297,6 +300,7 @@ class Auth:
     session_name: str = ""
     token: str = field(default="", repr=False)
     static: Credentials | None = None
+    pod_identity: aws_pod_identity.PodIdentityRequest | None = None
 
 
 def session_name(pod: PodIdentity) -> str:
@@ -381,6 +385,7 @@ class AWSBackend:
         workers = int(settings.get("workers", 16))
         self.role_resolver: RoleResolver | None = settings.get("role_resolver")
         self._pool = WorkerPool("aws", workers)
+        self._pod_identity = aws_pod_identity.PodIdentityAgent(settings)
         self._workers = workers
         self._credentials: ClientCache[tuple[str, ...], tuple[Credentials, float]] = ClientCache()
         self._clients: ClientCache[tuple[str, ...], Any] = ClientCache()
@@ -451,11 +456,9 @@ class AWSBackend:
     # -- auth ------------------------------------------------------------------------------
 
     async def _auth(self, ctx: FetchContext) -> Auth:
-        if ctx.parameters.get("usePodIdentity", "").strip().lower() == "true":
-            raise InvalidSPC(
-                "usePodIdentity (EKS Pod Identity) is not supported by keygate yet; use IRSA: set "
-                f"'roleArn' or annotate the service account with {ROLE_ANNOTATION}"
-            )
+        pod_identity = aws_pod_identity.request_for(ctx)
+        if pod_identity is not None:
+            return Auth("pod-identity", pod_identity.cache_key, pod_identity=pod_identity)
         node = ctx.node_secrets
         if node.get(STATIC_KEY_ID) or node.get(STATIC_SECRET_KEY):
             if not (node.get(STATIC_KEY_ID) and node.get(STATIC_SECRET_KEY)):
@@ -526,7 +529,11 @@ class AWSBackend:
             )
 
     def _assume(self, auth: Auth, region: str) -> tuple[Credentials, float]:
-        """Exchange the pod's token for temporary credentials (unsigned STS call)."""
+        """Exchange the pod's token for temporary credentials (unsigned STS call, or the agent)."""
+        if auth.pod_identity is not None:
+            self.stats["PodIdentityAgent"] += 1
+            got = self._pod_identity.credentials(auth.pod_identity)
+            return Credentials(got.access_key, got.secret_key, got.session_token), got.expires
         sts = self._new_client("sts", region, self._sts_endpoint(region), None)
         self.stats["AssumeRoleWithWebIdentity"] += 1
         try:
