@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-POD_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/?]+)$")
+POD_PATH = re.compile(r"\A/api/v1/namespaces/([^/]+)/pods/([^/?]+)\Z")
 DIGEST = "sha256:" + "0" * 64
 
 
