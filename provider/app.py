@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from provider.attest import Attestor, InsecureTrustAttributes
-from provider.config import Config
+from provider.config import Config, describe, local_alternatives
 from provider.errors import KeygateError
 from provider.health import Readiness
 from provider.mount import Mounter
@@ -32,7 +32,9 @@ def build_attestor(config: Config, readiness: Readiness | None = None) -> Attest
     from provider.attest.tokens import HTTPSettings, KeySource, OIDCKeys, StaticKeys, TokenVerifier
 
     if config.pod_watch and not config.node_name:
-        raise KeygateError("pod_watch needs node_name (set it from the downward API: spec.nodeName)")
+        raise KeygateError(
+            f"pod_watch needs node_name: set {describe('node_name')} from the downward API (spec.nodeName)"
+        )
     policy = PolicyStore(config.release_policy, readiness)
     need_kube = config.token_review or not config.insecure_skip_image_check
     kube = (
@@ -64,13 +66,14 @@ def build_attestor(config: Config, readiness: Readiness | None = None) -> Attest
             )
         else:
             raise KeygateError(
-                "attestation needs the service-account issuer: set issuer (kube-apiserver "
-                "--service-account-issuer), or issuer_key_file/jwks_file, or token_review; "
-                "insecure_skip_attestation turns attestation off (development only)"
+                f"attestation needs the service-account issuer: set {describe('issuer')} (the value "
+                f"of kube-apiserver --service-account-issuer), or verify with the API server's "
+                f"TokenReview: {describe('token_review')}; {local_alternatives()}"
             )
         if not config.issuer:
             raise KeygateError(
-                "issuer is required with jwks_url, jwks_file or issuer_key_file (tokens' iss claim)"
+                f"set {describe('issuer')}: it is required with jwks_url, jwks_file or issuer_key_file "
+                "(tokens' iss claim must match it)"
             )
     else:
         assert kube is not None

@@ -201,6 +201,27 @@ class Config:
         return settings
 
 
+_BY_KEY = {opt.key: opt for opt in OPTIONS}
+
+
+def describe(*keys: str) -> str:
+    """How to set options, for error messages: ``--kube-ca (KEYGATE_KUBE_CA, config key kube_ca)``.
+
+    Generated from :data:`OPTIONS`, so a message never names a flag or variable that does not exist.
+    """
+    return " and ".join(f"{_BY_KEY[key].flag} ({_BY_KEY[key].env}, config key {key})" for key in keys)
+
+
+def local_alternatives() -> str:
+    """The options that let the daemon run without a cluster, for errors about missing cluster access."""
+    return (
+        f"off a cluster (e.g. on a laptop), verify tokens with a local issuer key instead: "
+        f"{describe('issuer')} with {describe('issuer_key_file')} or {describe('jwks_file')}, "
+        f"plus {describe('insecure_skip_image_check')} to skip the Pod lookup; or turn attestation "
+        f"off entirely with {describe('insecure_skip_attestation')} (development only; see docs/local.md)"
+    )
+
+
 def add_flags(parser: argparse.ArgumentParser) -> None:
     """Flags for every option; defaults are left unset so the file and environment can apply."""
     parser.add_argument(
@@ -251,7 +272,13 @@ def _convert(opt: Option, value: Any, source: str) -> Any:
             raise ValueError
         return str(value)
     except (TypeError, ValueError):
-        raise KeygateError(f"{source}: invalid value for {opt.key} (expected {opt.kind})") from None
+        expected = {
+            "bool": "true or false",
+            "int": "a whole number, 0 or more",
+            "float": "a number above 0",
+            "list": "a list (comma-separated in the environment)",
+        }.get(opt.kind, "a string")
+        raise KeygateError(f"{source}: invalid value for {describe(opt.key)}: expected {expected}") from None
 
 
 def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -265,10 +292,9 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
         backends = data.pop("backends", None) or {}
         if not isinstance(backends, dict):
             raise KeygateError(f"{config_path}: 'backends' must be a mapping of backend name to settings")
-        known = {opt.key for opt in OPTIONS}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - _BY_KEY.keys(), key=str)
         if unknown:
-            raise KeygateError(f"{config_path}: unknown keys {', '.join(unknown)}")
+            raise KeygateError(f"{config_path}: {_unknown_keys(unknown)}")
         for opt in OPTIONS:
             if opt.key in data:
                 values[opt.key] = _convert(opt, data[opt.key], config_path)
@@ -280,14 +306,32 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
             values[opt.key] = _convert(opt, flag_value, opt.flag)
     config = Config(backends=backends, **values)
     if config.log_format not in ("json", "text"):
-        raise KeygateError(f"log_format must be json or text, not {config.log_format!r}")
+        raise KeygateError(f"{describe('log_format')} must be json or text, not {config.log_format[:40]!r}")
     if config.metrics_addr:
         from provider.health import parse_addr
 
-        parse_addr(config.metrics_addr)
+        try:
+            parse_addr(config.metrics_addr)
+        except KeygateError as exc:
+            raise KeygateError(f"{describe('metrics_addr')}: {exc.message}") from None
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise KeygateError(f"log_level must be debug, info, warning or error, not {config.log_level!r}")
+        raise KeygateError(
+            f"{describe('log_level')} must be debug, info, warning or error, not {config.log_level[:40]!r}"
+        )
     return config
+
+
+def _unknown_keys(unknown: Sequence[Any]) -> str:
+    import difflib
+
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), list(_BY_KEY), n=1, cutoff=0.7)
+        parts.append(str(key)[:60] + (f" (did you mean {close[0]}?)" if close else ""))
+    return (
+        f"unknown keys {', '.join(parts)}; the keys are the flags' names "
+        "with underscores (keygate serve --help lists them), plus 'backends'"
+    )
 
 
 def _read_file(path: str) -> dict[str, Any]:

@@ -21,11 +21,12 @@ from typing import Any
 import yaml
 
 from provider import spc as spc_mod
-from provider.attest.images import DIGEST_RE, parse_image
+from provider.attest.images import DIGEST_RE, parse_image, pin_hint
 from provider.errors import BackendUnavailable, InvalidSPC, KeygateError
+from provider.exit_codes import ExitCode
 from provider.files import parse_mode
 from providers.base import SecretObject
-from providers.registry import Registry
+from providers.registry import MissingExtra, Registry
 
 API_GROUP = "secrets-store.csi.x-k8s.io"
 API_VERSION = f"{API_GROUP}/v1"
@@ -199,23 +200,35 @@ class _Unchecked:
 
 
 class _LintRegistry(Registry):
-    """The daemon's registry, but a backend that fails to load is noted instead of fatal."""
+    """The daemon's registry, but a backend whose SDK is missing is noted instead of fatal.
+
+    Such a backend is still loaded without its SDK when its module allows (its SDK-free checks
+    run); ``missing`` names the extra to install, reported once per SPC that uses the backend.
+    """
 
     def __init__(self) -> None:
         super().__init__({})
-        self.unavailable: dict[str, str] = {}
+        self.missing: dict[str, KeygateError] = {}
 
-    def get(self, name: str) -> Any:
+    def get(self, name: str, *, require_extra: bool = True) -> Any:
         try:
             return super().get(name)
+        except MissingExtra as exc:
+            self.missing.setdefault(name, exc)
         except BackendUnavailable as exc:
-            self.unavailable[name] = exc.message
+            self.missing.setdefault(name, exc)
             return _Unchecked(name)
-        except KeygateError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - e.g. an optional SDK not installed
-            self.unavailable[name] = type(exc).__name__
+        try:
+            return super().get(name, require_extra=False)
+        except (BackendUnavailable, ImportError):
             return _Unchecked(name)
+
+    def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
+        """The backend's own checks; one that needs the missing SDK is skipped and noted."""
+        try:
+            self.get(obj.backend).validate(obj, parameters)
+        except ImportError as exc:
+            self.missing.setdefault(obj.backend, MissingExtra(obj.backend, exc.name or "its SDK"))
 
     def fields_for(self, backend: str) -> frozenset[str]:
         extra: frozenset[str] = getattr(self.get(backend), "object_fields", frozenset())
@@ -314,6 +327,8 @@ class Linter:
     recipients: Sequence[str] = ()
     report: Report = field(default_factory=Report)
     registry: _LintRegistry = field(default_factory=_LintRegistry)
+    missing_extras: set[str] = field(default_factory=set)  # backends used whose SDK is absent
+    missing_warnings: int = 0  # exit 3, not 1, even with --strict
     _total: int = 0
 
     def add(self, severity: str, doc: Doc, line: int | None, context: str, message: str) -> None:
@@ -517,7 +532,7 @@ class Linter:
             self._unknown_fields(doc, where, loc, item, obj.backend, all_fields)
             self._mode_notes(doc, where, loc, obj)
             try:
-                self.registry.get(obj.backend).validate(obj, params)
+                self.registry.validate(obj, params)
             except KeygateError as exc:
                 self.add("error", doc, loc.line(), where, _strip_where(exc.message))
             if obj.path in paths:
@@ -546,16 +561,17 @@ class Linter:
                 )
             ids.setdefault(key, obj)
             resolved.append((obj, loc))
-        for backend, error in sorted(self.registry.unavailable.items()):
+        for backend in sorted({obj.backend for obj, _ in resolved} & self.registry.missing.keys()):
+            if isinstance(self.registry.missing[backend], MissingExtra):
+                self.missing_extras.add(backend)
+                self.missing_warnings += 1
             self.add(
                 "warning",
                 doc,
                 None,
                 ctx,
-                f"the {backend} backend could not be loaded here ({error}); "
-                "its own field checks were skipped",
+                f"{self.registry.missing[backend].message}; lint skipped the {backend} checks that need it",
             )
-        self.registry.unavailable.clear()
         return resolved
 
     def _unknown_fields(
@@ -840,8 +856,7 @@ class Linter:
                         line,
                         ctx,
                         f"container {cname!r}: image {image!r} is not pinned by digest, so keygate's release "
-                        f"policy refuses the mount; use {image}@sha256:<digest> (e.g. from "
-                        f"'docker buildx imagetools inspect {image}')",
+                        f"policy refuses the mount; {pin_hint(image)}",
                     )
         for vname, i in csi_volumes.items():
             if vname not in mounted:
@@ -868,9 +883,13 @@ def _strip_where(message: str) -> str:
 def main(
     spc_path: str, pod_path: str | None, *, namespace: str | None, recipients: Sequence[str], strict: bool
 ) -> int:
-    """Run lint, print the report; 1 when there are errors (or warnings with ``strict``), else 0."""
+    """Run lint and print the report. Exit status: 1 on errors (or other warnings with ``strict``),
+    else 3 when a used backend's extra is missing (lint could not check everything), else 0."""
     linter = Linter(namespace=namespace, recipients=recipients)
     report = linter.run(spc_path, pod_path)
     print(report.render())
-    failed = report.errors > 0 or (strict and report.warnings > 0)
-    return 1 if failed else 0
+    if report.errors > 0 or (strict and report.warnings > linter.missing_warnings):
+        return ExitCode.PROBLEMS
+    if linter.missing_extras:
+        return ExitCode.MISSING_EXTRA
+    return ExitCode.OK

@@ -34,6 +34,23 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    HttpResponseError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.identity import ClientAssertionCredential, ClientSecretCredential
+from azure.keyvault.certificates import CertificateClient
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.secrets import SecretClient
+from cryptography import x509
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import pkcs12
+
 from provider.errors import (
     BackendUnavailable,
     InvalidSPC,
@@ -44,29 +61,6 @@ from provider.errors import (
 )
 from providers.base import FetchContext, Fetched, SecretObject
 from providers.runtime import ClientCache, Retryable, WorkerPool, gather_all, with_retries
-
-try:
-    from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ResourceNotFoundError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
-    from azure.identity import ClientAssertionCredential, ClientSecretCredential
-    from azure.keyvault.certificates import CertificateClient
-    from azure.keyvault.keys import KeyClient
-    from azure.keyvault.secrets import SecretClient
-    from cryptography import x509
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec, rsa
-    from cryptography.hazmat.primitives.serialization import pkcs12
-except ImportError as _missing:  # pragma: no cover - depends on the installed extras
-    raise KeygateError(
-        f"the azure backend needs the Azure SDK ({_missing.name} is missing); "
-        "install keygate with the 'azure' extra: pip install 'keygate[azure]'"
-    ) from None
 
 log = logging.getLogger("keygate.azure")
 

@@ -60,6 +60,11 @@ class SealedBackend:
     def key_count(self) -> int:
         return len(self._keys)
 
+    @property
+    def key_ids(self) -> list[str]:
+        """Ids of the loaded node keys (public-key fingerprints), for start-up logs."""
+        return self._keys.kids()
+
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
         text = obj.field("sealed")
         where = f"objects[{obj.index}] {obj.name!r}"
