@@ -29,6 +29,7 @@ def build_attestor(config: Config, readiness: Readiness | None = None) -> Attest
     from provider.attest.attestor import PodAttestor
     from provider.attest.kube import KubeAPI
     from provider.attest.policy import PolicyStore
+    from provider.attest.issuer_keys import KeyRules
     from provider.attest.tokens import HTTPSettings, KeySource, OIDCKeys, StaticKeys, TokenVerifier
 
     if config.pod_watch and not config.node_name:
@@ -49,9 +50,10 @@ def build_attestor(config: Config, readiness: Readiness | None = None) -> Attest
         else None
     )
     keys: KeySource | None = None
+    rules = KeyRules(allow_ed25519=config.token_allow_ed25519)
     if not config.token_review:
         if config.jwks_file or config.issuer_key_file:
-            keys = StaticKeys(config.issuer_key_file, config.jwks_file)
+            keys = StaticKeys(config.issuer_key_file, config.jwks_file, rules)
         elif config.issuer or config.jwks_url:
             http = (
                 HTTPSettings(ca_file=kube.ca_file, api_url=kube.server, token_file=kube.token_file)
@@ -63,6 +65,7 @@ def build_attestor(config: Config, readiness: Readiness | None = None) -> Attest
                 http,
                 jwks_url=config.jwks_url,
                 min_refresh=config.jwks_min_refresh,
+                rules=rules,
             )
         else:
             raise KeygateError(

@@ -109,6 +109,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("clock_skew", 30.0, "Seconds of clock skew tolerated on exp, nbf and iat.", "float"),
     Option(
+        "token_allow_ed25519",
+        False,
+        "Also accept issuer keys of type Ed25519 (EdDSA tokens); Kubernetes issuers use RSA or ECDSA.",
+        "bool",
+    ),
+    Option(
         "kube_api_url",
         "",
         "Kubernetes API URL for Pod GET and TokenReview. Default: in-cluster configuration.",
@@ -179,6 +185,7 @@ class Config:
     jwks_min_refresh: float = 10.0
     token_review: bool = False
     clock_skew: float = 30.0
+    token_allow_ed25519: bool = False
     kube_api_url: str = ""
     kube_ca: str = ""
     kube_token_file: str = ""

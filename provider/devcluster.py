@@ -314,9 +314,13 @@ class DevCluster:
             status["error"] = f"[invalid bearer token, {type(exc).__name__}]"
         else:
             k8s = claims.get("kubernetes.io", {})
+            aud = claims.get("aud", [])
             status = {
                 "authenticated": True,
-                "audiences": [a for a in claims.get("aud", []) if not audiences or a in audiences],
+                # RFC 7519: one audience may be a plain string; iterating it would yield letters.
+                "audiences": [
+                    a for a in ([aud] if isinstance(aud, str) else aud) if not audiences or a in audiences
+                ],
                 "user": {
                     "username": claims["sub"],
                     "uid": k8s.get("serviceaccount", {}).get("uid", ""),

@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from provider import spc as spc_mod
-from provider.attest.images import DIGEST_RE, parse_image, pin_hint
+from provider.attest.images import parse_image, pin_hint, reference_problem
 from provider.errors import BackendUnavailable, InvalidSPC, KeygateError
 from provider.exit_codes import ExitCode
 from provider.files import parse_mode
@@ -840,16 +840,9 @@ class Linter:
                 line = doc.line(*path, group, i, "image")
                 if not isinstance(image, str) or not image:
                     self.add("error", doc, line, ctx, f"container {cname!r} has no image")
-                elif (digest := parse_image(image).digest) is not None and not DIGEST_RE.match(digest):
-                    self.add(
-                        "error",
-                        doc,
-                        line,
-                        ctx,
-                        f"container {cname!r}: image {image!r} has a malformed digest "
-                        "(expected @sha256: and 64 lowercase hex digits)",
-                    )
-                elif digest is None:
+                elif (problem := reference_problem(image)) is not None:
+                    self.add("error", doc, line, ctx, f"container {cname!r}: image {image!r} {problem}")
+                elif parse_image(image).digest is None:
                     self.add(
                         "error",
                         doc,

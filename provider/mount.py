@@ -23,7 +23,7 @@ from provider.errors import (
     KeygateError,
     ResourceExhausted,
 )
-from provider.files import clean_path
+from provider.files import PathClaims, clean_path
 from provider.health import Readiness
 from provider.request import MountContext, MountInput, parse
 from provider.spc import parse_objects
@@ -175,7 +175,7 @@ class Mounter:
     ) -> tuple[list[OutFile], list[tuple[str, str]]]:
         files: list[OutFile] = []
         versions: list[tuple[str, str]] = []
-        owners: dict[str, str] = {}
+        paths = PathClaims()
         ids: set[str] = set()
         served: set[int] = set()
         total = 0
@@ -183,9 +183,7 @@ class Mounter:
             obj = item.obj
             where = f"objects[{obj.index}] {obj.name!r}"
             path = obj.path if item.path is None else clean_path(item.path, where)
-            if path in owners:
-                raise InvalidSPC(f"{where}: file {path!r} is also written by {owners[path]}")
-            owners[path] = where
+            paths.claim(path, where)
             if item.object_id in ids:
                 raise InvalidSPC(f"{where}: object id {item.object_id!r} appears twice in this SPC")
             ids.add(item.object_id)

@@ -8,6 +8,7 @@ the types. Messages name the attribute at fault, never its value when it may be 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,6 +24,20 @@ ATTR_EPHEMERAL = "csi.storage.k8s.io/ephemeral"
 ATTR_SPC = "secretProviderClass"
 REQUIRED_POD_ATTRIBUTES = (ATTR_POD_NAME, ATTR_POD_NAMESPACE, ATTR_POD_UID, ATTR_SERVICE_ACCOUNT)
 MAX_MODE = 0o777
+# Kubernetes object names, matched on the whole string: a namespace is a DNS-1123 label, pod and
+# service-account names DNS-1123 subdomains. The kubelet never sends anything else.
+DNS_LABEL = re.compile(r"\A[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+DNS_SUBDOMAIN = re.compile(
+    r"\A(?=.{1,253}\Z)[a-z0-9](?:[-a-z0-9]*[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]*[a-z0-9])?)*\Z"
+)
+POD_UID = re.compile(r"\A[A-Za-z0-9-]{1,128}\Z")
+_SUBDOMAIN = "a DNS subdomain (lowercase letters, digits, '-' and '.'; at most 253)"
+IDENTITY_RULES = (
+    (ATTR_POD_NAMESPACE, DNS_LABEL, "a DNS label (lowercase letters, digits and '-'; at most 63)"),
+    (ATTR_POD_NAME, DNS_SUBDOMAIN, _SUBDOMAIN),
+    (ATTR_SERVICE_ACCOUNT, DNS_SUBDOMAIN, _SUBDOMAIN),
+    (ATTR_POD_UID, POD_UID, "a UID (letters, digits and '-'; at most 128)"),
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,13 +76,28 @@ class MountContext:
     tokens_present: bool
 
 
+class _Duplicate(ValueError):
+    """A JSON object names one key twice (parsers disagree on which wins); the message is the key."""
+
+
+def _unique_members(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in pairs:
+        if key in out:
+            raise _Duplicate(key)
+        out[key] = item
+    return out
+
+
 def _json_string_map(raw: str, what: str, *, allow_empty: bool) -> dict[str, str]:
     if not raw.strip():
         if allow_empty:
             return {}
         raise InvalidRequest(f"{what} is empty; the driver must send a JSON object")
     try:
-        value: Any = json.loads(raw)
+        value: Any = json.loads(raw, object_pairs_hook=_unique_members)
+    except _Duplicate as exc:
+        raise InvalidRequest(f"{what} name the key {str(exc)[:80]!r} twice") from None
     except (ValueError, RecursionError) as exc:
         pos = getattr(exc, "pos", None)
         where = f" at character {pos}" if pos is not None else ""
@@ -101,7 +131,9 @@ def parse_permission(raw: str) -> int:
 def parse_tokens(raw: str) -> dict[str, str]:
     """``serviceAccount.tokens``: audience -> {"token": JWT, "expirationTimestamp": ...}."""
     try:
-        value: Any = json.loads(raw)
+        value: Any = json.loads(raw, object_pairs_hook=_unique_members)
+    except _Duplicate as exc:
+        raise InvalidRequest(f"attribute {ATTR_TOKENS!r} names audience {str(exc)[:80]!r} twice") from None
     except (ValueError, RecursionError):
         raise InvalidRequest(f"attribute {ATTR_TOKENS!r} is not valid JSON") from None
     if not isinstance(value, dict):
@@ -128,6 +160,12 @@ def parse(request: MountInput) -> MountContext:
             + ", ".join(missing)
             + " (is this request coming from the Secrets Store CSI driver?)"
         )
+    for name, rule, shape in IDENTITY_RULES:
+        if not rule.fullmatch(attributes[name]):
+            raise InvalidRequest(
+                f"attribute {name!r} is {attributes[name][:80]!r}, which is not {shape}; "
+                "the kubelet sends only valid Kubernetes names"
+            )
     raw_tokens = attributes.get(ATTR_TOKENS, "")
     tokens = parse_tokens(raw_tokens) if raw_tokens.strip() else {}
     target_path = request.target_path

@@ -17,7 +17,7 @@ from typing import Any
 import yaml
 
 from provider.errors import InvalidSPC
-from provider.files import clean_path, parse_mode
+from provider.files import PathClaims, clean_path, parse_mode
 from providers.base import SecretObject
 from providers.registry import Registry
 
@@ -160,15 +160,10 @@ def parse_objects(parameters: Mapping[str, str], registry: Registry) -> list[Sec
     if len(raw) > MAX_OBJECTS:
         raise InvalidSPC(f"the SecretProviderClass lists {len(raw)} objects; the limit is {MAX_OBJECTS}")
     objects: list[SecretObject] = []
-    seen_paths: dict[str, str] = {}
+    paths = PathClaims()
     for index, (implied, item) in enumerate(raw):
         obj = resolve_object(index, implied, item, parameters, registry, default_backend)
-        where = f"objects[{index}] {obj.name!r}"
-        if obj.path in seen_paths:
-            other = seen_paths[obj.path]
-            hint = "give one an objectAlias"
-            raise InvalidSPC(f"{where}: file {obj.path!r} is also written by {other}; {hint}")
-        seen_paths[obj.path] = where
+        paths.claim(obj.path, f"objects[{index}] {obj.name!r}", "give one an objectAlias")
         registry.get(obj.backend).validate(obj, parameters)
         objects.append(obj)
     return objects

@@ -65,11 +65,11 @@ STATIC_SESSION_TOKEN = "awsSessionToken"  # noqa: S105 - a field name, not a sec
 STATIC_LIFETIME = 3600.0
 
 ARN_RE = re.compile(
-    r"^arn:(?P<partition>[A-Za-z0-9-]+):(?P<service>[A-Za-z0-9-]+):(?P<region>[A-Za-z0-9-]*):"
-    r"(?P<account>\d*):(?P<resource>.+)$"
+    r"\Aarn:(?P<partition>[A-Za-z0-9-]+):(?P<service>[A-Za-z0-9-]+):(?P<region>[A-Za-z0-9-]*):"
+    r"(?P<account>[0-9]*):(?P<resource>.+)\Z"
 )
-ROLE_ARN_RE = re.compile(r"^arn:[A-Za-z0-9-]+:iam::\d{12}:role/[\w+=,.@/-]+$")
-REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
+ROLE_ARN_RE = re.compile(r"\Aarn:[A-Za-z0-9-]+:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+\Z")
+REGION_RE = re.compile(r"\A[a-z]{2}(-[a-z]+)+-[0-9]+\Z")
 
 NOT_FOUND = frozenset(
     {

@@ -87,11 +87,11 @@ UNSUPPORTED_PARAMS = {
     "authority_host in the daemon configuration instead",
 }
 
-_VAULT_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]$")
-_OBJECT_NAME = re.compile(r"^[A-Za-z0-9-]{1,127}$")
-_VERSION = re.compile(r"^[A-Za-z0-9]{1,64}$")
-_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9.-]{0,99}$")
-_CLIENT_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9-]{0,63}$")
+_VAULT_NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]\Z")
+_OBJECT_NAME = re.compile(r"\A[A-Za-z0-9-]{1,127}\Z")
+_VERSION = re.compile(r"\A[A-Za-z0-9]{1,64}\Z")
+_TENANT = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,99}\Z")
+_CLIENT_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9-]{0,63}\Z")
 _AADSTS = re.compile(r"AADSTS\d+")
 
 

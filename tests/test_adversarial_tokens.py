@@ -187,6 +187,13 @@ def test_audience_forms_released(attest_daemon, kube: DevCluster, node_key, case
     released(d, request_for(node_key, pod, sign(claims_for(kube, pod, aud=aud), kube.keys[0])))
 
 
+@pytest.mark.parametrize("aud", ["keygate", ["keygate"]], ids=["plain_string", "list"])
+def test_audience_forms_released_by_token_review(attest_daemon, kube: DevCluster, node_key, aud):
+    d = attest_daemon(token_review=True, issuer="")
+    pod = make_pod(kube)
+    released(d, request_for(node_key, pod, sign(claims_for(kube, pod, aud=aud), kube.keys[0])))
+
+
 AUD_REFUSED: list[tuple[str, Any, str]] = [
     ("other_string", "vault", "is for audience(s) ['vault'], not 'keygate'"),
     ("superstring", "keygatex", "is for audience(s) ['keygatex']"),

@@ -418,8 +418,8 @@ def _str_claim(container: Mapping[str, Any], name: str, what: str) -> str:
 
 VERIFIED_TTL = 30.0
 VERIFIED_MAX = 4096
-VERIFIED_MAX_BYTES = 4 * 1024 * 1024
-VERIFIED_ENTRY_BYTES = 16 * 1024
+VERIFIED_MAX_BYTES = 2 * 1024 * 1024
+VERIFIED_ENTRY_BYTES = 8 * 1024
 
 
 class TokenVerifier:
