@@ -33,7 +33,6 @@ import jwt
 
 from provider.attest.issuer_keys import KeyRules, KeySet, key_problem, keys_from_jwks, keys_from_pem
 from provider.attest.reasons import Denial, tag
-from provider.bounded_cache import BoundedCache
 from provider.errors import BackendUnavailable, KeygateError, Unauthenticated
 from provider.request import PodAttributes
 
@@ -419,8 +418,6 @@ def _str_claim(container: Mapping[str, Any], name: str, what: str) -> str:
 
 VERIFIED_TTL = 30.0
 VERIFIED_MAX = 4096
-VERIFIED_MAX_BYTES = 2 * 1024 * 1024
-VERIFIED_ENTRY_BYTES = 8 * 1024
 
 
 class TokenVerifier:
