@@ -24,7 +24,7 @@ from provider import spc as spc_mod
 from provider.attest.images import parse_image, pin_hint, reference_problem
 from provider.errors import BackendUnavailable, InvalidSPC, KeygateError
 from provider.exit_codes import ExitCode
-from provider.files import parse_mode
+from provider.files import PathClaims, parse_mode
 from providers.base import SecretObject
 from providers.registry import MissingExtra, Registry
 
@@ -508,6 +508,7 @@ class Linter:
         all_fields = sorted(COMMON_FIELDS.union(*BACKEND_FIELDS.values()))
         resolved: list[tuple[SecretObject, _ItemLoc]] = []
         paths: dict[str, tuple[SecretObject, _ItemLoc]] = {}
+        layout = PathClaims()
         ids: dict[tuple[str, str], SecretObject] = {}
         for index, (implied, item) in enumerate(raw):
             loc = locs[index] if index < len(locs) else _ItemLoc("objects", None, None, None)
@@ -548,6 +549,10 @@ class Linter:
                 )
             else:
                 paths[obj.path] = (obj, loc)
+                try:
+                    layout.claim(obj.path, f"objects[{obj.index}] {obj.name!r}")
+                except InvalidSPC as exc:
+                    self.add("error", doc, loc.line(), where, _strip_where(exc.message))
             key = (obj.backend, obj.name)
             if obj.backend == "sealed" and key in ids:
                 self.add(

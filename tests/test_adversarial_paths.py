@@ -266,3 +266,34 @@ def test_a_good_raw_request_releases(start_daemon, node_key):
     """The raw requests above differ from this one only in the field under attack."""
     d = start_daemon()
     assert released(d, _request(_attrs(node_key))) == [("db", SECRET)]
+
+
+@pytest.mark.parametrize(
+    ("aliases", "flagged"),
+    [
+        (("a", "a/b"), "needs 'a' to be a directory"),
+        (("a/b", "a"), "is also a directory"),
+        (("a", "ab"), None),
+    ],
+    ids=["file_then_child", "child_then_file", "no_collision"],
+)
+def test_lint_flags_the_same_collisions(tmp_path, capsys, node_key, aliases, flagged):
+    """``keygate lint`` applies the daemon's path rule, so it warns before anyone mounts."""
+    from provider import lint
+
+    items = "".join(
+        f"      - objectName: obj{i}\n        objectAlias: {alias}\n        sealed: x\n"
+        for i, alias in enumerate(aliases)
+    )
+    spc = tmp_path / "spc.yaml"
+    spc.write_text(
+        "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n"
+        "metadata: {name: s, namespace: default}\nspec:\n  provider: keygate\n"
+        f"  parameters:\n    objects: |\n{items}"
+    )
+    lint.main(str(spc), None, namespace=None, recipients=(), strict=False)
+    out = capsys.readouterr().out
+    if flagged is None:
+        assert "directory" not in out, out
+    else:
+        assert flagged in out and "error" in out, out
