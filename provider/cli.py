@@ -203,10 +203,14 @@ def _serve(args: argparse.Namespace) -> int:
 
     config = config_mod.load(args)
     logs.setup(config.log_level, config.log_format)
-    mounter = build_mounter(config)
-    _log_sealed_keys(mounter, config)
-    daemon = Daemon.from_config(mounter, config)
-    asyncio.run(daemon.run_until_signal())
+    try:
+        mounter = build_mounter(config)
+        _log_sealed_keys(mounter, config)
+        daemon = Daemon.from_config(mounter, config)
+        asyncio.run(daemon.run_until_signal())
+    except KeygateError as exc:
+        exc.args = (config_mod.attribute(exc.message, config), *exc.args[1:])
+        raise
     return 0
 
 

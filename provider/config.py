@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -227,6 +228,28 @@ def local_alternatives() -> str:
         f"plus {describe('insecure_skip_image_check')} to skip the Pod lookup; or turn attestation "
         f"off entirely with {describe('insecure_skip_attestation')} (development only; see docs/local.md)"
     )
+
+
+def attribute(message: str, config: Config) -> str:
+    """``message`` plus the options whose configured value it quotes (a path, an address...).
+
+    Start-up errors from deep inside (an unreadable key, a busy socket) name the value but not
+    where it was set; this names the flag, variable and key, from :data:`OPTIONS`, in one place.
+    """
+    named = []
+    for opt in OPTIONS:
+        if opt.kind == "bool" or opt.flag in message:
+            continue
+        value = getattr(config, opt.key)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(
+            isinstance(v, str)
+            and len(v) >= 3
+            and re.search(rf"(?<![\w./-]){re.escape(v)}(?![\w.-])", message)
+            for v in values
+        ):
+            named.append(opt.key)
+    return f"{message} (set by {describe(*named)})" if named else message
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:

@@ -261,6 +261,30 @@ def test_serve_without_cluster_access_names_flags_env_keys_and_local_options(sho
     assert "--mount-timeout (KEYGATE_MOUNT_TIMEOUT, config key mount_timeout)" in bad.stderr
 
 
+def test_start_up_errors_name_the_option_that_set_the_value(short_tmp):
+    missing = short_tmp / "absent.key"
+    done = keygate(
+        "serve",
+        "--socket",
+        str(short_tmp / "s.sock"),
+        "--insecure-skip-attestation",
+        "--metrics-addr",
+        "",
+        "--sealed-key",
+        str(missing),
+    )
+    assert done.returncode == ExitCode.USAGE and "Traceback" not in done.stderr
+    assert f"cannot read sealing key {missing}" in done.stderr
+    assert "(set by --sealed-key (KEYGATE_SEALED_KEY, config key sealed_key))" in done.stderr
+    not_a_socket = short_tmp / "plain-file"
+    not_a_socket.write_text("")
+    done = keygate(
+        "serve", "--socket", str(not_a_socket), "--insecure-skip-attestation", "--metrics-addr", ""
+    )
+    assert done.returncode == ExitCode.USAGE
+    assert "(set by --socket (KEYGATE_SOCKET, config key socket))" in done.stderr
+
+
 def test_demo_prints_its_spc_and_audit_file_and_the_shared_digest_hint(tmp_path):
     done = keygate("demo", "--keep", str(tmp_path))
     assert done.returncode == 0, done.stderr
