@@ -9,6 +9,7 @@ from provider.config import Config, describe, local_alternatives
 from provider.errors import KeygateError
 from provider.health import Readiness
 from provider.mount import Mounter
+from provider.target import TargetRules
 from provider.versions import Versioner
 from providers.registry import Registry
 
@@ -109,12 +110,17 @@ def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
         Versioner.from_file(config.version_key_file) if config.version_key_file else Versioner.random()
     )
     readiness.set("keys", True)
+    if config.write_files and config.insecure_allow_write_files_off_tmpfs:
+        log.warning("INSECURE: --write-files may write secrets into a target_path that is not on tmpfs")
     return Mounter(
         registry,
         attestor or build_attestor(config, readiness),
         versioner,
         timeout=config.mount_timeout,
         write_files=config.write_files,
+        target_rules=TargetRules(
+            config.kubelet_root_dir, allow_off_tmpfs=config.insecure_allow_write_files_off_tmpfs
+        ),
         audit=AuditLog(config.audit_sink, config.node_name),
         readiness=readiness,
     )

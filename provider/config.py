@@ -63,6 +63,20 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
     ),
     Option(
+        "kubelet_root_dir",
+        "/var/lib/kubelet",
+        "The kubelet's root directory (its --root-dir; the driver chart's linux.kubeletRootDir), "
+        "as a real path without links. With write_files, target_path must be a CSI volume of the "
+        "requesting pod below it.",
+    ),
+    Option(
+        "insecure_allow_write_files_off_tmpfs",
+        False,
+        "INSECURE: with write_files, also write into a target_path that is not on tmpfs "
+        "(the secrets then reach the node's disk). Refused unless set.",
+        "bool",
+    ),
+    Option(
         "mount_timeout",
         25.0,
         "Seconds one Mount may take in total (keep it below the driver's own timeout).",
@@ -173,6 +187,8 @@ class Config:
     sealed_key: tuple[str, ...] = ()
     version_key_file: str = ""
     write_files: bool = False
+    kubelet_root_dir: str = "/var/lib/kubelet"
+    insecure_allow_write_files_off_tmpfs: bool = False
     mount_timeout: float = 25.0
     grace_period: float = 30.0
     log_level: str = "info"

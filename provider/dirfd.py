@@ -15,6 +15,7 @@ import contextlib
 import errno
 import os
 import stat
+from collections.abc import Sequence
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 FILE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -38,6 +39,66 @@ def mount_id(fd: int) -> int:
     except (OSError, ValueError, IndexError):
         pass
     raise OSError(errno.ENOSYS, "cannot read mount ids from /proc/self/fdinfo (is /proc mounted?)")
+
+
+def fs_type(fd: int) -> str:
+    """The filesystem type (``tmpfs``, ``ext4``...) of the mount ``fd`` lives on.
+
+    Looked up by mount id in ``/proc/self/mountinfo``, the same id :func:`mount_id` reads, so it
+    names the mount the descriptor is on, not whatever a path resolves to now. Python has no
+    ``fstatfs``, and calling it through ctypes would hard-code ``struct statfs``, whose layout
+    differs between architectures.
+    """
+    wanted = str(mount_id(fd)).encode()
+    try:
+        with open("/proc/self/mountinfo", "rb") as info:
+            for line in info:
+                fields = line.split()
+                if fields[:1] != [wanted]:
+                    continue
+                # id parent dev root point options [optional...] - fstype source super-options
+                rest = fields[6:]
+                if b"-" in rest and rest.index(b"-") + 1 < len(rest):
+                    return rest[rest.index(b"-") + 1].decode("ascii", "replace")
+                break
+    except OSError as exc:
+        raise OSError(exc.errno, "cannot read /proc/self/mountinfo (is /proc mounted?)") from None
+    raise OSError(errno.ENOENT, "the mount of target_path is not in /proc/self/mountinfo")
+
+
+def walk(parts: Sequence[str]) -> int:
+    """Open the directory ``/`` + ``parts`` one level at a time, following no link on the way.
+
+    Each level is opened with ``O_NOFOLLOW`` relative to its parent's descriptor, so a link at
+    any level fails with ``ELOOP`` (its path as the file name) instead of being followed.
+    Mount points may be crossed: the ancestry of a kubelet volume spans several mounts.
+    """
+    if any(part in ("", ".", "..") or "/" in part or "\x00" in part for part in parts):
+        raise ValueError("walk takes plain path components")
+    fd = os.open("/", DIR_FLAGS)
+    try:
+        for depth, name in enumerate(parts):
+            try:
+                nxt = os.open(name, DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                where = "/" + "/".join(parts[: depth + 1])
+                if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(fd, name):
+                    raise OSError(errno.ELOOP, "is a symbolic link", where) from None
+                raise OSError(exc.errno, exc.strerror, where) from None
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _is_link(parent_fd: int, name: str) -> bool:
+    try:
+        st = lstat(parent_fd, name)
+    except OSError:
+        return False
+    return st is not None and stat.S_ISLNK(st.st_mode)
 
 
 def open_dir(parent_fd: int, name: str, mount: int) -> int:

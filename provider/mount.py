@@ -27,6 +27,7 @@ from provider.files import PathClaims, clean_path
 from provider.health import Readiness
 from provider.request import MountContext, MountInput, parse
 from provider.spc import parse_objects
+from provider.target import TargetRules
 from provider.versions import Versioner
 from provider.writer import OutFile, write_atomic
 from providers.base import Backend, FetchContext, Fetched, PodIdentity, SecretObject
@@ -90,6 +91,7 @@ class Mounter:
         *,
         timeout: float = 25.0,
         write_files: bool = False,
+        target_rules: TargetRules | None = None,
         audit: AuditHook | None = None,
         readiness: Readiness | None = None,
     ) -> None:
@@ -99,6 +101,7 @@ class Mounter:
         self.versioner = versioner
         self.timeout = timeout
         self.write_files = write_files
+        self.target_rules = target_rules if target_rules is not None else TargetRules()
         self.audit = audit
 
     async def mount(self, request: MountInput, request_id: str = "") -> MountResult:
@@ -142,7 +145,9 @@ class Mounter:
             ) from None
         files, versions = self._assemble(ctx, objects, fetched)
         if self.write_files:
-            await asyncio.to_thread(write_atomic, ctx.target_path, files)
+            await asyncio.to_thread(
+                write_atomic, ctx.target_path, files, pod_uid=identity.uid, rules=self.target_rules
+            )
         return MountResult(files, versions, identity, ctx.spc_name, objects, fetched)
 
     async def _fetch(

@@ -3,8 +3,9 @@
 The scheme is the kubelet's atomic writer: the files go into a fresh timestamped directory,
 ``..data`` is switched to it with one rename, and each top-level name is a link through
 ``..data``, so readers see the old set or the new set, never a mix. Whatever already sits in
-``target_path`` is treated as hostile: everything is done relative to a descriptor of
-``target_path`` with :mod:`provider.dirfd` (no link we did not create is ever followed),
+``target_path`` is treated as hostile: :mod:`provider.target` checks the path is the pod's own
+volume and opens it without following links, then everything is done relative to that
+descriptor with :mod:`provider.dirfd` (no link we did not create is ever followed),
 foreign entries at the names we use are replaced, and only our own artefacts are removed.
 See docs/write-files.md.
 """
@@ -15,7 +16,6 @@ import errno
 import fcntl
 import logging
 import os
-import posixpath
 import re
 import secrets
 import stat
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 
 from provider import dirfd
 from provider.errors import DeadlineExceeded, InvalidRequest, InvalidSPC, KeygateError, ResourceExhausted
+from provider.target import TargetRules, open_target
 
 log = logging.getLogger("keygate.writer")
 
@@ -47,14 +48,16 @@ class OutFile:
     contents: bytes
 
 
-def write_atomic(target: str, files: Sequence[OutFile]) -> None:
+def write_atomic(target: str, files: Sequence[OutFile], *, pod_uid: str, rules: TargetRules) -> None:
     """Replace the visible content of ``target`` with exactly ``files``; all or nothing.
 
-    Raises :class:`InvalidRequest` for a bad ``target_path`` and a :class:`KeygateError` when
-    writing fails; the previous complete set is then still in place.
+    ``target`` must be a CSI volume directory of the pod ``pod_uid`` (the attested one) as
+    ``rules`` define it; see :mod:`provider.target`. Raises :class:`InvalidRequest` for a bad
+    ``target_path`` and a :class:`KeygateError` when writing fails; the previous complete set
+    is then still in place.
     """
     tops = _plan(files)
-    root = _open_target(target)
+    root = open_target(target, pod_uid, rules)
     shown = target[:300]
     try:
         mount = dirfd.mount_id(root)
@@ -92,39 +95,6 @@ def _plan(files: Sequence[OutFile]) -> set[str]:
             f"file {path[:80]!r} is also the directory of {parents[path][:80]!r}; rename one of them"
         )
     return {f.path.split("/", 1)[0] for f in files}
-
-
-def _open_target(target: str) -> int:
-    """Open ``target_path`` itself, refusing a link (only the driver's real directory will do).
-
-    A trailing slash would make the kernel follow a final link despite ``O_NOFOLLOW``, and
-    ``..`` elements hide where the path goes, so the path must be plain.
-    """
-    path = target.rstrip("/") if len(target) > 1 else target
-    shown = path[:300]
-    if not path.startswith("/") or "//" in path or posixpath.normpath(path) != path or "\x00" in path:
-        raise InvalidRequest(
-            f"--write-files needs a plain absolute target_path (no '.', '..' or '//'), got {target[:200]!r}"
-        )
-    try:
-        return os.open(path, dirfd.DIR_FLAGS)
-    except OSError as exc:
-        st = _lstat_quiet(path)
-        if st is not None and stat.S_ISLNK(st.st_mode):
-            raise InvalidRequest(
-                f"target_path {shown} is a symbolic link; keygate writes only into the real directory "
-                "the driver created"
-            ) from None
-        if st is None or exc.errno in (errno.ENOENT, errno.ENOTDIR):
-            raise InvalidRequest(f"target_path {shown} is not an existing directory") from None
-        raise _error(shown, exc) from None
-
-
-def _lstat_quiet(path: str) -> os.stat_result | None:
-    try:
-        return os.lstat(path)
-    except OSError:
-        return None
 
 
 def _lock(root: int, target: str) -> None:

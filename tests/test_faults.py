@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from provider.driver_client import DriverClient, Pod, mount_request
 from tests.conftest import NodeKey, Running
+from tests.csi_volume import make_volume, off_tmpfs
 from tests.fault_server import FaultVault, NoAccept, closed_port
 from tests.vault_fixtures import Issuer, Vault, free_port, vault  # noqa: F401
 
@@ -198,9 +199,8 @@ def test_truncated_or_garbled_answers_are_clean_errors(start_daemon, fault, issu
 
 
 def test_one_failing_path_fails_the_whole_mount_and_writes_nothing(start_daemon, fault, issuer, short_tmp):
-    target = short_tmp / "target"
-    target.mkdir()
-    d = start_daemon(mount_timeout=TIMEOUT, write_files=True)
+    target = make_volume(short_tmp / "kubelet", issuer.pod().uid)
+    d = start_daemon(mount_timeout=TIMEOUT, write_files=True, **off_tmpfs(short_tmp / "kubelet"))
     objects = [
         {"objectName": "password", "secretPath": "secret/data/app/db", "secretKey": "password"},
         {"objectName": "api", "secretPath": "secret/data/app/api", "secretKey": "key"},

@@ -10,14 +10,20 @@ import grpc
 import pytest
 
 from provider.driver_client import Pod, mount_request
+from tests.csi_volume import make_volume, off_tmpfs, volume_path
 
 POD = Pod(namespace="shop")
 
 
+def kubelet(short_tmp):
+    """The kubelet root these tests use: a plain directory, so tmpfs is waived (see the
+    confinement tests for the tmpfs rule itself)."""
+    return short_tmp / "kubelet"
+
+
 def test_atomic_write_and_swap(start_daemon, node_key, short_tmp):
-    target = short_tmp / "target"
-    target.mkdir()
-    d = start_daemon(write_files=True)
+    target = make_volume(kubelet(short_tmp), POD.uid)
+    d = start_daemon(write_files=True, **off_tmpfs(kubelet(short_tmp)))
 
     def mount(objs):
         return d.client.mount(
@@ -45,9 +51,8 @@ def test_atomic_write_and_swap(start_daemon, node_key, short_tmp):
 
 
 def test_failed_mount_leaves_previous_files(start_daemon, node_key, short_tmp):
-    target = short_tmp / "target"
-    target.mkdir()
-    d = start_daemon(write_files=True)
+    target = make_volume(kubelet(short_tmp), POD.uid)
+    d = start_daemon(write_files=True, **off_tmpfs(kubelet(short_tmp)))
     objs = [{"objectName": "a", "sealed": node_key.seal(b"keep", "shop", "a")}]
     d.client.mount(mount_request("spc", {"objects": json.dumps(objs)}, POD, target_path=str(target)))
     bad = [{"objectName": "a", "sealed": node_key.seal(b"x", "other", "a")}]
@@ -57,12 +62,11 @@ def test_failed_mount_leaves_previous_files(start_daemon, node_key, short_tmp):
 
 
 def test_missing_target_is_a_clear_error(start_daemon, node_key, short_tmp):
-    d = start_daemon(write_files=True)
+    d = start_daemon(write_files=True, **off_tmpfs(kubelet(short_tmp)))
     objs = [{"objectName": "a", "sealed": node_key.seal(b"v", "shop", "a")}]
+    missing = volume_path(kubelet(short_tmp), POD.uid, "nope")
     with pytest.raises(grpc.RpcError) as info:
-        d.client.mount(
-            mount_request("spc", {"objects": json.dumps(objs)}, POD, target_path=str(short_tmp / "nope"))
-        )
+        d.client.mount(mount_request("spc", {"objects": json.dumps(objs)}, POD, target_path=str(missing)))
     assert (
         info.value.details().startswith("[InvalidRequest]")
         and "not an existing directory" in info.value.details()
@@ -91,13 +95,12 @@ def test_hostile_target_content_never_reaches_outside(start_daemon, node_key, sh
     (outside / "keys").mkdir(parents=True)
     (outside / "a").write_bytes(b"someone else's")
     (outside / "keys" / "k").write_bytes(b"theirs")
-    target = short_tmp / "target"
-    target.mkdir()
-    os.symlink("../outside", target / "..data")
+    target = make_volume(kubelet(short_tmp), POD.uid)
+    os.symlink(os.path.relpath(outside, target), target / "..data")
     os.symlink(outside / "a", target / "a")
     os.symlink(f"{outside}/keys/", target / "keys")
     before = _tree(outside)
-    d = start_daemon(write_files=True)
+    d = start_daemon(write_files=True, **off_tmpfs(kubelet(short_tmp)))
     objs = [
         {"objectName": "a", "sealed": node_key.seal(b"A1", "shop", "a"), "filePermission": "0400"},
         {"objectName": "k", "objectAlias": "keys/k", "sealed": node_key.seal(b"K1", "shop", "k")},
@@ -114,9 +117,10 @@ def test_hostile_target_content_never_reaches_outside(start_daemon, node_key, sh
 def test_symlinked_target_is_refused(start_daemon, node_key, short_tmp):
     outside = short_tmp / "outside"
     outside.mkdir()
-    link = short_tmp / "target"
+    link = volume_path(kubelet(short_tmp), POD.uid)
+    link.parent.mkdir(parents=True)
     os.symlink(outside, link)
-    d = start_daemon(write_files=True)
+    d = start_daemon(write_files=True, **off_tmpfs(kubelet(short_tmp)))
     objs = [{"objectName": "a", "sealed": node_key.seal(b"v", "shop", "a")}]
     with pytest.raises(grpc.RpcError) as info:
         d.client.mount(mount_request("spc", {"objects": json.dumps(objs)}, POD, target_path=str(link)))

@@ -34,7 +34,9 @@ from provider.errors import (
     KeygateError,
     ResourceExhausted,
 )
+from provider.target import TargetRules
 from provider.writer import STAMP_RE, OutFile, write_atomic
+from tests.csi_volume import make_volume, tmpfs
 
 FIRST = [
     OutFile("db-password", 0o400, b"pw-1"),
@@ -51,25 +53,35 @@ STAMP = "..2020_01_01_00_00_00.aaaaaaaaaaaa"
 OTHER_STAMP = "..2020_01_01_00_00_01.bbbbbbbbbbbb"
 
 
+UID = "0f1e2d3c-4b5a-6978-8796-a5b4c3d2e1f0"
+
+
 @dataclass
 class World:
-    """``base`` holds ``target`` plus two directories that must never change."""
+    """A kubelet root under ``home``; the volume directory ``base`` holds ``target`` (the
+    volume's ``mount`` directory) plus two directories that must never change."""
 
+    home: Path
     base: Path
     target: Path
     outside: Path
     x: Path
+    rules: TargetRules
+
+    def write(self, files: list[OutFile], target: str | None = None) -> None:
+        """The real writer, on a plain directory (tmpfs is waived; the confinement tests check it)."""
+        write_atomic(str(self.target) if target is None else target, files, pod_uid=UID, rules=self.rules)
 
     def snap(self) -> dict[str, tuple[object, ...]]:
-        """Everything under ``base`` but ``target``: types, contents, link values, modes, inodes."""
+        """Everything under ``home`` but ``target``: types, contents, link values, modes, inodes."""
         out: dict[str, tuple[object, ...]] = {}
-        for dirpath, dirnames, filenames in os.walk(self.base):
-            if Path(dirpath) == self.base and "target" in dirnames:
-                dirnames.remove("target")
+        for dirpath, dirnames, filenames in os.walk(self.home):
+            if Path(dirpath) == self.base and "mount" in dirnames:
+                dirnames.remove("mount")
             for name in dirnames + filenames:
                 p = Path(dirpath) / name
                 st = os.lstat(p)
-                rel = str(p.relative_to(self.base))
+                rel = str(p.relative_to(self.home))
                 if stat.S_ISLNK(st.st_mode):
                     out[rel] = ("link", os.readlink(p))
                 elif stat.S_ISREG(st.st_mode):
@@ -81,9 +93,11 @@ class World:
 
 @pytest.fixture
 def world() -> Iterator[World]:
-    base = Path(tempfile.mkdtemp(prefix="kgw-"))
-    w = World(base, base / "target", base / "outside", base / "x")
-    w.target.mkdir()
+    home = Path(tempfile.mkdtemp(prefix="kgw-"))
+    target = make_volume(home / "kubelet", UID)
+    base = target.parent
+    rules = TargetRules(str(home / "kubelet"), allow_off_tmpfs=True)
+    w = World(home, base, target, base / "outside", base / "x", rules)
     for root in (w.outside, w.x):
         (root / "keys" / "sub").mkdir(parents=True)
         (root / "secret.txt").write_bytes(b"OUTSIDE")
@@ -95,7 +109,7 @@ def world() -> Iterator[World]:
         (root / "a").mkdir()
         (root / "a" / "file").write_bytes(b"theirs")
     yield w
-    shutil.rmtree(base, ignore_errors=True)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def expected(files: list[OutFile]) -> dict[str, tuple[bytes, int]]:
@@ -133,9 +147,15 @@ def mkfifo(p: Path) -> None:
 
 
 def mksock(p: Path) -> None:
+    """Bound by a relative name: the volume path is longer than a socket address may be."""
+    here = os.getcwd()
     s = socket.socket(socket.AF_UNIX)
-    s.bind(str(p))
-    s.close()
+    try:
+        os.chdir(p.parent)
+        s.bind(p.name)
+    finally:
+        os.chdir(here)
+        s.close()
 
 
 def mknod(p: Path) -> None:
@@ -242,48 +262,48 @@ CASES: dict[str, Setup] = {
 def test_hostile_content_is_replaced_and_outside_untouched(world: World, case: str) -> None:
     CASES[case](world)
     before = world.snap()
-    write_atomic(str(world.target), FIRST)
+    world.write(FIRST)
     assert world.snap() == before
     not_yet_ours = frozenset({"b"} & set(os.listdir(world.target)))  # a SECOND name, left alone
     assert_ours(world.target, FIRST, also=not_yet_ours)
-    write_atomic(str(world.target), SECOND)
+    world.write(SECOND)
     assert world.snap() == before
     assert_ours(world.target, SECOND)
 
 
 def test_our_dir_renamed_and_its_name_linked_out(world: World) -> None:
-    write_atomic(str(world.target), FIRST)
+    world.write(FIRST)
     mine = os.readlink(world.target / "..data")
     os.rename(world.target / mine, world.target / OTHER_STAMP)
     os.symlink(world.outside, world.target / mine)
     before = world.snap()
-    write_atomic(str(world.target), SECOND)
+    world.write(SECOND)
     assert world.snap() == before
     assert_ours(world.target, SECOND)
 
 
 def test_our_dir_renamed_to_a_foreign_name_is_left_alone(world: World) -> None:
-    write_atomic(str(world.target), FIRST)
+    world.write(FIRST)
     mine = os.readlink(world.target / "..data")
     os.rename(world.target / mine, world.target / "mine")
     (world.target / "..data").unlink()
     os.symlink("mine", world.target / "..data")
     before = world.snap()
-    write_atomic(str(world.target), SECOND)
+    world.write(SECOND)
     assert world.snap() == before
     assert_ours(world.target, SECOND, also=frozenset({"mine"}))
     assert (world.target / "mine" / "db-password").read_bytes() == b"pw-1"
 
 
 def test_links_planted_inside_our_previous_data_dir_are_not_followed(world: World) -> None:
-    write_atomic(str(world.target), FIRST)
+    world.write(FIRST)
     old = world.target / os.readlink(world.target / "..data")
     shutil.rmtree(old / "keys")
     os.symlink(world.outside / "keys", old / "keys")
     os.symlink(world.outside, old / "to-outside")
     os.symlink("../../x", old / "up")
     before = world.snap()
-    write_atomic(str(world.target), SECOND)
+    world.write(SECOND)
     assert world.snap() == before
     assert_ours(world.target, SECOND)
     assert not old.exists()
@@ -299,7 +319,7 @@ def test_the_drivers_own_layout_is_taken_over(world: World) -> None:
     for name in ("db-password", "keys", "gone"):
         os.symlink(f"..data/{name}", world.target / name)
     (world.target / "..2024_01_01_00_00_00.987").mkdir()  # one the driver left behind
-    write_atomic(str(world.target), FIRST)
+    world.write(FIRST)
     assert_ours(world.target, FIRST)
 
 
@@ -309,8 +329,8 @@ def test_foreign_entries_at_names_we_do_not_use_are_left_alone(world: World) -> 
     (world.target / "notes.txt").write_bytes(b"foreign")
     os.symlink(world.outside, world.target / "..foreign")
     before = world.snap()
-    write_atomic(str(world.target), FIRST)
-    write_atomic(str(world.target), SECOND)
+    world.write(FIRST)
+    world.write(SECOND)
     assert world.snap() == before
     assert_ours(world.target, SECOND, also=frozenset({"unrelated", "notes.txt", "..foreign"}))
     assert os.readlink(world.target / "unrelated") == str(world.outside)
@@ -324,7 +344,7 @@ def test_a_set_that_turns_files_into_dirs_and_back(world: World) -> None:
         [],
     ]
     for files in sets:
-        write_atomic(str(world.target), files)
+        world.write(files)
         assert_ours(world.target, files)
     assert len([n for n in os.listdir(world.target) if STAMP_RE.fullmatch(n)]) == 1
 
@@ -333,48 +353,52 @@ def test_modes_are_exactly_as_requested(world: World) -> None:
     files = [OutFile(f"m{m:o}", m, b"v") for m in (0o000, 0o400, 0o644, 0o666, 0o777)]
     old = os.umask(0o077)
     try:
-        write_atomic(str(world.target), files)
+        world.write(files)
     finally:
         os.umask(old)
     assert_ours(world.target, files)
 
 
 def test_target_itself_a_symlink_is_refused(world: World) -> None:
-    link = world.base / "link-target"
+    link = world.base.parent / "linked" / "mount"
+    link.parent.mkdir()
     os.symlink(world.outside, link)
     before = world.snap()
     for path in (str(link), f"{link}/", f"{link}//"):
         with pytest.raises(InvalidRequest) as info:
-            write_atomic(path, FIRST)
-        assert "symbolic link" in info.value.message or "plain absolute" in info.value.message
+            world.write(FIRST, target=path)
+        assert "symbolic link" in info.value.message or "not of that shape" in info.value.message
     assert world.snap() == before
 
 
 @pytest.mark.parametrize(
     ("path", "words"),
     [
-        ("{base}/missing", "not an existing directory"),
-        ("{base}/outside/secret.txt", "not an existing directory"),
-        ("relative/target", "plain absolute"),
-        ("", "plain absolute"),
-        ("{base}/target/../outside", "plain absolute"),
-        ("{base}/./target", "plain absolute"),
-        ("{base}//target", "plain absolute"),
-        ("{base}/target\x00", "plain absolute"),
+        ("{vols}/missing/mount", "not an existing directory"),
+        ("{vols}/file-volume/mount", "not an existing directory"),
+        ("{vols}/file-mount/mount", "not an existing directory"),
+        ("relative/target", "not of that shape"),
+        ("", "not of that shape"),
+        ("{base}/outside/secret.txt", "not of that shape"),
+        ("{base}/mount/../outside", "not of that shape"),
+        ("{base}/./mount", "not of that shape"),
+        ("{vols}//secrets/mount", "not of that shape"),
+        ("{base}/mount\x00", "not of that shape"),
+        ("{base}/mount/", "not of that shape"),
     ],
 )
 def test_bad_target_path_is_a_clear_error(world: World, path: str, words: str) -> None:
+    """A trailing slash is refused too now: the kubelet never sends one (the path is matched whole)."""
+    vols = world.base.parent
+    (vols / "file-volume").write_bytes(b"a file where a volume directory goes")
+    (vols / "file-mount").mkdir()
+    (vols / "file-mount" / "mount").write_bytes(b"a file where the mount directory goes")
     before = world.snap()
     with pytest.raises(InvalidRequest) as info:
-        write_atomic(path.format(base=world.base), FIRST)
+        world.write(FIRST, target=path.format(base=world.base, vols=vols))
     assert words in info.value.message
     assert world.snap() == before
     assert os.listdir(world.target) == []
-
-
-def test_trailing_slash_on_a_real_target_is_fine(world: World) -> None:
-    write_atomic(f"{world.target}/", FIRST)
-    assert_ours(world.target, FIRST)
 
 
 @pytest.mark.parametrize(
@@ -388,7 +412,7 @@ def test_trailing_slash_on_a_real_target_is_fine(world: World) -> None:
 )
 def test_conflicting_paths_are_refused_before_writing(world: World, files: list[OutFile], words: str) -> None:
     with pytest.raises(InvalidSPC) as info:
-        write_atomic(str(world.target), files)
+        world.write(files)
     assert words in info.value.message
     assert os.listdir(world.target) == []
 
@@ -410,17 +434,17 @@ def test_conflicting_paths_are_refused_before_writing(world: World, files: list[
 )
 def test_paths_and_modes_are_checked_again(world: World, bad: OutFile) -> None:
     with pytest.raises(InvalidRequest):
-        write_atomic(str(world.target), [bad])
+        world.write([bad])
     assert os.listdir(world.target) == []
 
 
 def test_a_foreign_tree_too_deep_to_remove_is_a_clear_error(world: World) -> None:
-    write_atomic(str(world.target), FIRST)
+    world.write(FIRST)
     (world.target / "db-password").unlink()
     nested_tree(world.target / "db-password", dirfd.MAX_DEPTH + 5)
     before = world.snap()
     with pytest.raises(KeygateError) as info:
-        write_atomic(str(world.target), FIRST)
+        world.write(FIRST)
     assert "deeper than 100" in info.value.message and "pw-1" not in info.value.message
     assert world.snap() == before
 
@@ -428,27 +452,27 @@ def test_a_foreign_tree_too_deep_to_remove_is_a_clear_error(world: World) -> Non
 def test_a_failure_while_linking_takes_back_the_new_links(world: World) -> None:
     """``a-new`` is linked before ``z`` fails (a tree too deep to remove): a-new goes again."""
     old = [OutFile("db-password", 0o400, b"pw-1")]
-    write_atomic(str(world.target), old)
+    world.write(old)
     nested_tree(world.target / "z", dirfd.MAX_DEPTH + 5)
     new = [OutFile("a-new", 0o644, b"n"), OutFile("db-password", 0o400, b"pw-2"), OutFile("z", 0o644, b"z")]
     with pytest.raises(KeygateError):
-        write_atomic(str(world.target), new)
+        world.write(new)
     assert_ours(world.target, old, also=frozenset({"z"}))
     shutil.rmtree(world.target / "z")
-    write_atomic(str(world.target), new)
+    world.write(new)
     assert_ours(world.target, new)
 
 
 def test_a_write_that_fails_half_way_keeps_the_previous_set(world: World) -> None:
     """A file over RLIMIT_FSIZE fails the write after other files went in (EFBIG, no mocking)."""
-    write_atomic(str(world.target), FIRST)
+    world.write(FIRST)
     data = os.readlink(world.target / "..data")
     big = [OutFile("new-small", 0o400, b"new"), OutFile("zz-big", 0o400, b"x" * 200_000)]
     soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
     resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, hard))
     try:
         with pytest.raises(ResourceExhausted) as info:
-            write_atomic(str(world.target), SECOND + big)
+            world.write(SECOND + big)
     finally:
         resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
     assert "zz-big" in info.value.message and "x" * 10 not in info.value.message
@@ -456,34 +480,17 @@ def test_a_write_that_fails_half_way_keeps_the_previous_set(world: World) -> Non
     assert_ours(world.target, FIRST)
 
 
-def _mount_tmpfs(path: Path, size: str) -> bool:
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True, check=False
-    )
-    return done.returncode == 0
-
-
-@contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[None]:
-    if os.geteuid() != 0 or not _mount_tmpfs(path, size):
-        pytest.skip("needs root and mount(8) for a real tmpfs")
-    try:
-        yield
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False)
-
-
 def test_full_tmpfs_fails_cleanly_and_keeps_the_previous_set(world: World) -> None:
     """The driver mounts a tmpfs at target_path: a set that does not fit leaves the old one."""
     with tmpfs(world.target, "256k"):
-        write_atomic(str(world.target), FIRST)
+        world.write(FIRST)
         data = os.readlink(world.target / "..data")
         with pytest.raises(ResourceExhausted) as info:
-            write_atomic(str(world.target), [*SECOND, OutFile("huge", 0o400, b"y" * 1_000_000)])
+            world.write([*SECOND, OutFile("huge", 0o400, b"y" * 1_000_000)])
         assert "too small" in info.value.message
         assert os.readlink(world.target / "..data") == data
         assert_ours(world.target, FIRST)
-        write_atomic(str(world.target), SECOND)
+        world.write(SECOND)
         assert_ours(world.target, SECOND)
 
 
@@ -496,7 +503,7 @@ def test_a_mount_point_inside_target_is_not_entered(world: World) -> None:
     try:
         before = world.snap()
         with pytest.raises(KeygateError) as info:
-            write_atomic(str(world.target), FIRST)
+            world.write(FIRST)
         assert "mount point" in info.value.message
         assert world.snap() == before
         assert (world.target / "a" / "secret.txt").read_bytes() == b"OUTSIDE"
@@ -508,14 +515,16 @@ def test_no_descriptor_leaks(world: World) -> None:
     def count() -> int:
         return len(os.listdir("/proc/self/fd"))
 
-    write_atomic(str(world.target), FIRST)
+    world.write(FIRST)
     start = count()
     for i in range(30):
-        write_atomic(str(world.target), FIRST if i % 2 else SECOND)
+        world.write(FIRST if i % 2 else SECOND)
         with pytest.raises(InvalidSPC):
-            write_atomic(str(world.target), [OutFile("a", 0o644, b""), OutFile("a/b", 0o644, b"")])
+            world.write([OutFile("a", 0o644, b""), OutFile("a/b", 0o644, b"")])
         with pytest.raises(InvalidRequest):
-            write_atomic(str(world.base / "missing"), FIRST)
+            world.write(FIRST, target=str(world.base.parent / "missing" / "mount"))
+        with pytest.raises(InvalidRequest):
+            world.write(FIRST, target=str(world.base / "outside"))
     assert count() == start
 
 
@@ -526,7 +535,7 @@ def test_concurrent_writers_serialise(world: World) -> None:
     def run(files: list[OutFile]) -> None:
         try:
             for _ in range(10):
-                write_atomic(str(world.target), files)
+                world.write(files)
         except BaseException as exc:
             errors.append(exc)
 
@@ -542,12 +551,12 @@ def test_concurrent_writers_serialise(world: World) -> None:
 
 def test_a_held_lock_times_out_cleanly(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(writer, "LOCK_WAIT", 0.2)
-    write_atomic(str(world.target), FIRST)
+    world.write(FIRST)
     fd = os.open(world.target, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with pytest.raises(DeadlineExceeded) as info:
-            write_atomic(str(world.target), SECOND)
+            world.write(SECOND)
         assert "retry" in info.value.message
     finally:
         os.close(fd)
@@ -626,7 +635,7 @@ def test_racing_link_swaps_never_reach_outside(world: World, attack: str) -> Non
     try:
         for i in range(100):
             try:
-                write_atomic(str(world.target), FIRST if i % 2 else SECOND)
+                world.write(FIRST if i % 2 else SECOND)
             except KeygateError as exc:
                 failures += 1
                 reasons.add(exc.message.split("failed", 1)[-1])
@@ -638,7 +647,7 @@ def test_racing_link_swaps_never_reach_outside(world: World, attack: str) -> Non
         sys.setswitchinterval(interval)
     assert world.snap() == before
     for files in (FIRST, SECOND):
-        write_atomic(str(world.target), files)
+        world.write(files)
     assert world.snap() == before
     stray = {n for n in os.listdir(world.target) if not STAMP_RE.fullmatch(n)} - {
         "..data",
