@@ -42,7 +42,14 @@ from provider.errors import (
 )
 from providers import aws_pod_identity
 from providers.base import FetchContext, Fetched, PodIdentity, SecretObject
-from providers.runtime import ClientCache, Retryable, WorkerPool, gather_all, with_retries
+from providers.runtime import (
+    RETRYABLE_STATUSES,
+    ClientCache,
+    Retryable,
+    WorkerPool,
+    gather_all,
+    with_retries,
+)
 
 log = logging.getLogger("keygate.aws")
 
@@ -333,9 +340,12 @@ def translate_error(exc: Exception, what: str, region: str) -> KeygateError:
     from botocore.exceptions import (
         ConnectionError as BotoConnectionError,
     )
+    from botocore.parsers import ResponseParserError
 
     if isinstance(exc, HTTPClientError | BotoConnectionError):
         return Retryable(f"cannot reach AWS in {region} for {what} ({type(exc).__name__})")
+    if isinstance(exc, ResponseParserError):
+        return Retryable(f"{what}: AWS sent an unreadable answer in {region} ({type(exc).__name__})")
     if isinstance(exc, ParamValidationError):
         return InvalidSPC(f"{what}: AWS rejected the request parameters (check objectName and versions)")
     if not isinstance(exc, ClientError):
@@ -353,7 +363,7 @@ def translate_error(exc: Exception, what: str, region: str) -> KeygateError:
         return Unauthenticated(f"{what}: AWS rejected the credentials in {region} ({code})")
     if code in THROTTLED or status == 429:
         return Retryable(f"{what}: throttled by AWS in {region} ({code})")
-    if code in TRANSIENT or status >= 500:
+    if code in TRANSIENT or status in RETRYABLE_STATUSES:
         return Retryable(f"{what}: AWS error in {region} ({code or status})")
     if code in BAD_REQUEST:
         return InvalidSPC(f"{what}: AWS refused the request in {region} ({code})")
@@ -544,8 +554,13 @@ class AWSBackend:
             raise translate_error(
                 exc, f"AssumeRoleWithWebIdentity for role {auth.role_arn}", region
             ) from None
-        raw = response["Credentials"]
-        expiration = raw["Expiration"]
+        raw = response.get("Credentials")
+        if not isinstance(raw, dict) or not all(
+            isinstance(raw.get(k), str) for k in ("AccessKeyId", "SecretAccessKey", "SessionToken")
+        ):
+            what = f"AssumeRoleWithWebIdentity for role {auth.role_arn}"
+            raise Retryable(f"{what}: AWS sent an unreadable answer in {region}")
+        expiration = raw.get("Expiration")
         if isinstance(expiration, datetime):
             lifetime = (expiration - datetime.now(UTC)).total_seconds()
         else:
@@ -589,11 +604,18 @@ class AWSBackend:
         except Exception as exc:  # noqa: BLE001 - translated below, never echoed
             what = f"{plan.where}: Secrets Manager secret {target.name!r}"
             raise translate_error(exc, what, target.region) from None
+        arn = response.get("ARN")
+        if not isinstance(arn, str) or (
+            response.get("SecretString") is None and not response.get("SecretBinary")
+        ):
+            # a 200 whose body botocore could not read (it yields an empty result, not an error)
+            what = f"{plan.where}: Secrets Manager secret {target.name!r}"
+            raise Retryable(f"{what}: AWS sent an unreadable answer in {target.region}")
         if response.get("SecretString") is not None:
             contents = str(response["SecretString"]).encode()
         else:
-            contents = bytes(response.get("SecretBinary") or b"")
-        return Value(str(response["ARN"]), str(response.get("VersionId", "")), contents)
+            contents = bytes(response["SecretBinary"])
+        return Value(arn, str(response.get("VersionId", "")), contents)
 
     def _get_parameters(self, client: Any, batch: Sequence[tuple[Target, Sequence[Plan]]]) -> list[Value]:
         names = [target.ssm_request for target, _ in batch]
@@ -604,6 +626,11 @@ class AWSBackend:
         except Exception as exc:  # noqa: BLE001 - translated below, never echoed
             what = ", ".join(f"{plans[0].where}" for _, plans in batch)
             raise translate_error(exc, f"SSM parameters for {what}", first.primary.region) from None
+        if not isinstance(response.get("Parameters"), list):
+            what = ", ".join(f"{plans[0].where}" for _, plans in batch)
+            raise Retryable(
+                f"SSM parameters for {what}: AWS sent an unreadable answer in {first.primary.region}"
+            )
         invalid = set(response.get("InvalidParameters") or [])
         by_base: dict[str, dict[str, Any]] = {}
         for parameter in response.get("Parameters") or []:

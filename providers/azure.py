@@ -21,6 +21,7 @@ public production endpoints.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -37,7 +38,9 @@ from typing import Any, ClassVar, TypeVar
 from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
 from azure.core.exceptions import (
     ClientAuthenticationError,
+    DecodeError,
     HttpResponseError,
+    IncompleteReadError,
     ResourceNotFoundError,
     ServiceRequestError,
     ServiceResponseError,
@@ -53,6 +56,7 @@ from cryptography.hazmat.primitives.serialization import pkcs12
 
 from provider.errors import (
     BackendUnavailable,
+    DeadlineExceeded,
     InvalidSPC,
     KeygateError,
     PermissionDenied,
@@ -60,7 +64,14 @@ from provider.errors import (
     Unauthenticated,
 )
 from providers.base import FetchContext, Fetched, SecretObject
-from providers.runtime import ClientCache, Retryable, WorkerPool, gather_all, with_retries
+from providers.runtime import (
+    RETRYABLE_STATUSES,
+    ClientCache,
+    Retryable,
+    WorkerPool,
+    gather_all,
+    with_retries,
+)
 
 log = logging.getLogger("keygate.azure")
 
@@ -130,6 +141,7 @@ class Clients:
     keys: KeyClient
     certificates: CertificateClient
     assertion: _PodAssertion | None
+    key: tuple[str, ...] = ()
 
     def close(self) -> None:
         for client in (self.secrets, self.keys, self.certificates):
@@ -423,6 +435,7 @@ class AzureBackend:
             keys=KeyClient(target.vault_url, shared, **options),
             certificates=CertificateClient(target.vault_url, shared, **options),
             assertion=assertion,
+            key=key,
         )
         old = self._live.pop(key, None)
         if old is not None:
@@ -435,7 +448,13 @@ class AzureBackend:
     async def fetch(self, objects: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
         target = self._target(ctx.parameters)
         clients = await self._clients(target, ctx)
-        results = await gather_all([self._fetch_object(obj, target, clients, ctx) for obj in objects])
+        try:
+            results = await gather_all([self._fetch_object(obj, target, clients, ctx) for obj in objects])
+        except (DeadlineExceeded, asyncio.CancelledError):
+            # A worker may still be blocked in a token exchange holding the credential's lock;
+            # the next Mount gets fresh clients instead of queueing behind it.
+            self._cache.invalidate(clients.key)
+            raise
         counts: dict[str, int] = {}
         for fetched in results:
             for item in fetched:
@@ -459,9 +478,9 @@ class AzureBackend:
         base_id = f"azure/{target.vault}/{object_type}/{obj.name}"
         history = self._history(obj)
         if history <= 1:
-            value = await self._call(ctx, lambda: self._get(obj, target, clients, version))
+            value = await self._call(ctx, partial(self._get, obj, target, clients, version))
             return [Fetched(obj, base_id, value.contents, value.version)]
-        versions = await self._call(ctx, lambda: self._versions(obj, target, clients))
+        versions = await self._call(ctx, partial(self._versions, obj, target, clients))
         if version:
             if version not in versions:
                 raise SecretNotFound(
@@ -478,30 +497,41 @@ class AzureBackend:
             for i, value in enumerate(values)
         ]
 
-    async def _call(self, ctx: FetchContext, fn: Callable[[], T]) -> T:
-        """Run one blocking SDK call on the pool, retried on throttling within the deadline."""
+    async def _call(self, ctx: FetchContext, fn: Callable[[Mapping[str, Any]], T]) -> T:
+        """Run one blocking SDK call on the pool, retried on throttling within the deadline.
+
+        ``fn`` gets per-request timeouts capped at the time left, so a vault that never answers
+        frees the worker thread at the mount deadline rather than after ``request_timeout``.
+        """
 
         async def attempt() -> T:
-            return await self._pool.run(fn)
+            left = ctx.remaining()
+            limits = {
+                "connection_timeout": min(10.0, self._request_timeout, left),
+                "read_timeout": min(self._request_timeout, left),
+            }
+            return await self._pool.run(lambda: fn(limits))
 
         return await with_retries(attempt, ctx)
 
     # The methods below run on worker threads: only SDK calls and pure conversions.
 
-    def _get(self, obj: SecretObject, target: Target, clients: Clients, version: str) -> Value:
+    def _get(
+        self, obj: SecretObject, target: Target, clients: Clients, version: str, limits: Mapping[str, Any]
+    ) -> Value:
         object_type = obj.str_field("objectType").lower()
         what = f"{object_type} {obj.name!r}" + (f" version {version!r}" if version else "")
         try:
             if object_type == "secret":
-                secret = clients.secrets.get_secret(obj.name, version or None)
+                secret = clients.secrets.get_secret(obj.name, version or None, **limits)
                 return Value(self._secret_contents(obj, secret), secret.properties.version or "")
             if object_type == "key":
-                key = clients.keys.get_key(obj.name, version or None)
+                key = clients.keys.get_key(obj.name, version or None, **limits)
                 return Value(_public_key_pem(obj, key.key), key.properties.version or "")
             cert = (
-                clients.certificates.get_certificate_version(obj.name, version)
+                clients.certificates.get_certificate_version(obj.name, version, **limits)
                 if version
-                else clients.certificates.get_certificate(obj.name)
+                else clients.certificates.get_certificate(obj.name, **limits)
             )
             if not cert.cer:
                 raise BackendUnavailable(f"{_where(obj)}: Key Vault returned certificate without content")
@@ -511,17 +541,19 @@ class AzureBackend:
         except Exception as exc:  # noqa: BLE001 - mapped to a keygate error below
             raise _map_error(exc, obj, target, what) from None
 
-    def _versions(self, obj: SecretObject, target: Target, clients: Clients) -> list[str]:
+    def _versions(
+        self, obj: SecretObject, target: Target, clients: Clients, limits: Mapping[str, Any]
+    ) -> list[str]:
         """Enabled version ids of one object, newest first (by creation time)."""
         object_type = obj.str_field("objectType").lower()
         try:
             listing: Any
             if object_type == "secret":
-                listing = clients.secrets.list_properties_of_secret_versions(obj.name)
+                listing = clients.secrets.list_properties_of_secret_versions(obj.name, **limits)
             elif object_type == "key":
-                listing = clients.keys.list_properties_of_key_versions(obj.name)
+                listing = clients.keys.list_properties_of_key_versions(obj.name, **limits)
             else:
-                listing = clients.certificates.list_properties_of_certificate_versions(obj.name)
+                listing = clients.certificates.list_properties_of_certificate_versions(obj.name, **limits)
             found = [(p.created_on, p.version) for p in listing if p.enabled is not False and p.version]
         except Exception as exc:  # noqa: BLE001 - mapped to a keygate error below
             raise _map_error(exc, obj, target, f"versions of {object_type} {obj.name!r}") from None
@@ -686,6 +718,19 @@ def _map_error(exc: Exception, obj: SecretObject, target: Target, what: str) -> 
             "federated credential (issuer, subject system:serviceaccount:<ns>:<sa>, audience) or the "
             "node publish secret's client id/secret"
         )
+    if isinstance(exc, ClientAuthenticationError):
+        status = exc.status_code or 0
+        answered = 200 <= status < 300
+        message = f"{where}: Entra ID answered {'without a usable token' if answered else status}"
+        if answered or status in RETRYABLE_STATUSES:
+            return Retryable(f"{message} for tenant {target.tenant!r}")
+        return BackendUnavailable(f"{message} for tenant {target.tenant!r}")
+    if isinstance(exc, DecodeError):
+        url = str(getattr(getattr(exc.response, "request", None), "url", "") or "")
+        service = "Key Vault" if url.startswith(target.vault_url) else "Entra ID" if url else "Azure"
+        if isinstance(exc, IncompleteReadError):
+            return Retryable(f"{where}: {service} broke off its answer ({type(exc).__name__})")
+        return Retryable(f"{where}: {service} answered {exc.status_code or 0} with a body that is not JSON")
     if isinstance(exc, HttpResponseError):
         status = exc.status_code or 0
         if status == 403:
@@ -693,7 +738,7 @@ def _map_error(exc: Exception, obj: SecretObject, target: Target, what: str) -> 
                 f"{where}: access denied (403); grant the identity 'get' (and 'list' for "
                 "objectVersionHistory) on this vault"
             )
-        if status == 429 or status >= 500 or status == 408:
+        if status in RETRYABLE_STATUSES:
             return Retryable(f"{where}: Key Vault answered {status}")
         return BackendUnavailable(f"{where}: Key Vault answered {status}")
     if isinstance(exc, ServiceRequestError | ServiceResponseError):

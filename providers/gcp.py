@@ -254,7 +254,9 @@ def _retryable(exc: BaseException) -> bool:
     if getattr(exc, "retryable", False):
         return True
     reason = _oauth_reason(exc)
-    return reason.startswith(("temporarily_unavailable", "server_error", "UNAVAILABLE", "RESOURCE_EXHAUSTED"))
+    return reason.startswith(
+        ("temporarily_unavailable", "server_error", "UNAVAILABLE", "RESOURCE_EXHAUSTED", "INTERNAL")
+    )
 
 
 def _bounded_request(session: Any, timeout: float) -> Request:
@@ -316,6 +318,8 @@ class GCPBackend:
 
     async def fetch(self, objects: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
         auth = self._auth(ctx)
+        # One token exchange (with its retries) before the fan-out, not one per secret.
+        await with_retries(lambda: self._token(auth, ctx), ctx)
         targets: dict[str, str] = {}
         for obj in objects:
             name = resource_name(obj)
@@ -358,6 +362,8 @@ class GCPBackend:
             timeout=timeout,
             metadata=[("authorization", f"Bearer {token}")],
         )
+        if "payload" not in response:
+            raise BackendUnavailable(f"GCP Secret Manager answered for {name} without a payload")
         data = bytes(response.payload.data)
         if "data_crc32c" in response.payload and google_crc32c.value(data) != response.payload.data_crc32c:
             raise BackendUnavailable(
@@ -410,7 +416,8 @@ class GCPBackend:
         if isinstance(exc, gexc.ResourceExhausted | gexc.ServiceUnavailable | gexc.DeadlineExceeded):
             return Retryable(f"GCP Secret Manager at {endpoint} is busy or unavailable reading {name}")
         if isinstance(exc, gexc.GoogleAPICallError):
-            code = getattr(exc.code, "name", None) or type(exc).__name__
+            status = getattr(exc, "grpc_status_code", None) or exc.code
+            code = getattr(status, "name", None) or type(exc).__name__
             return BackendUnavailable(f"GCP Secret Manager failed reading {name} ({code})")
         raise exc
 
@@ -516,6 +523,8 @@ class GCPBackend:
             federated.refresh(request)
         except aexc.TransportError:
             raise Retryable(f"the GCP STS endpoint could not be reached for {describe}") from None
+        except (ValueError, KeyError):
+            raise Retryable(f"the GCP STS endpoint sent an unreadable answer for {describe}") from None
         except (aexc.RefreshError, aexc.OAuthError) as exc:
             if _retryable(exc):
                 raise Retryable(f"the GCP STS endpoint is busy ({_oauth_reason(exc)})") from None
@@ -538,6 +547,10 @@ class GCPBackend:
             impersonated.refresh(request)
         except aexc.TransportError:
             raise Retryable(f"the GCP IAM Credentials endpoint could not be reached for {describe}") from None
+        except (ValueError, KeyError):
+            raise Retryable(
+                f"the GCP IAM Credentials endpoint sent an unreadable answer for {describe}"
+            ) from None
         except (aexc.RefreshError, aexc.OAuthError) as exc:
             if _retryable(exc):
                 raise Retryable(f"the GCP IAM Credentials endpoint is busy ({_oauth_reason(exc)})") from None
@@ -585,6 +598,8 @@ class GCPBackend:
                 creds.refresh(request)
             except aexc.TransportError:
                 raise Retryable("the GCP OAuth token endpoint could not be reached") from None
+            except (ValueError, KeyError):
+                raise Retryable("the GCP OAuth token endpoint sent an unreadable answer") from None
             except (aexc.RefreshError, aexc.OAuthError) as exc:
                 if _retryable(exc):
                     raise Retryable(f"the GCP OAuth token endpoint is busy ({_oauth_reason(exc)})") from None

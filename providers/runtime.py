@@ -85,6 +85,14 @@ class RetryPolicy:
         return random.uniform(0, min(self.max_delay, self.base_delay * (2**attempt)))  # noqa: S311
 
 
+RETRYABLE_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+"""HTTP statuses worth another attempt: timeouts, throttling and transient server faults.
+
+Other 5xx (501 Not Implemented, 505, ...) are definite answers; retrying them only burns the
+deadline.
+"""
+
+
 class Retryable(KeygateError):
     """Raised by a backend's call wrapper for throttling or transient faults worth retrying."""
 
