@@ -199,8 +199,10 @@ def _silence_stdout() -> None:
 
 def _serve(args: argparse.Namespace) -> int:
     from provider.app import build_mounter
+    from provider.memory import tune_malloc
     from provider.server import Daemon
 
+    tune_malloc()
     config = config_mod.load(args)
     logs.setup(config.log_level, config.log_format)
     try:

@@ -25,6 +25,7 @@ from provider.errors import (
 )
 from provider.files import PathClaims, clean_path
 from provider.health import Readiness
+from provider.memory import TRIMMER
 from provider.request import MountContext, MountInput, parse
 from provider.spc import parse_objects
 from provider.target import TargetRules
@@ -117,6 +118,8 @@ class Mounter:
             if self.audit is not None:
                 self.audit.refused(request_id, seen.ctx, seen.objects, exc)
             raise
+        finally:
+            TRIMMER.note(len(request.attributes) + len(request.secrets))
         if self.audit is not None and seen.ctx is not None:
             self.audit.released(request_id, seen.ctx, result.identity, result.fetched, result.versions)
         return result

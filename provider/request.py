@@ -3,6 +3,11 @@
 The driver sends JSON strings (attributes, secrets), a decimal permission string and the
 currently mounted object versions. Everything is checked here, once, so later stages can trust
 the types. Messages name the attribute at fault, never its value when it may be secret.
+
+Sizes are bounded before anything is parsed. gRPC already refuses messages above 4 MiB (the
+server's receive limit, also the driver's default); below that, attributes are capped at 2 MiB
+(an SPC is a Kubernetes object, and the API server stores nothing above 1.5 MiB, so a larger one
+cannot come from a real SPC) and node-publish secrets at 1.5 MiB (a Secret holds at most 1 MiB).
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ IDENTITY_RULES = (
     (ATTR_SERVICE_ACCOUNT, DNS_SUBDOMAIN, _SUBDOMAIN),
     (ATTR_POD_UID, POD_UID, "a UID (letters, digits and '-'; at most 128)"),
 )
+MAX_ATTRIBUTES_BYTES = 2 * 1024 * 1024
+MAX_SECRETS_BYTES = 1536 * 1024
+MAX_TOKEN_BYTES = 64 * 1024
+MAX_AUDIENCES = 16
+MAX_TARGET_PATH = 4096
+MAX_VERSIONS = 4096
+MAX_VERSION_FIELD = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +88,18 @@ class MountContext:
     tokens_present: bool
 
 
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+def _check_size(raw: str, what: str, limit: int, why: str) -> None:
+    size = _utf8_size(raw) if len(raw) <= limit else len(raw)
+    if size > limit:
+        raise InvalidRequest(
+            f"{what} are {size // 1024} KiB; keygate accepts at most {limit // 1024} KiB ({why})"
+        )
+
+
 class _Duplicate(ValueError):
     """A JSON object names one key twice (parsers disagree on which wins); the message is the key."""
 
@@ -98,7 +122,9 @@ def _json_string_map(raw: str, what: str, *, allow_empty: bool) -> dict[str, str
         value: Any = json.loads(raw, object_pairs_hook=_unique_members)
     except _Duplicate as exc:
         raise InvalidRequest(f"{what} name the key {str(exc)[:80]!r} twice") from None
-    except (ValueError, RecursionError) as exc:
+    except RecursionError:
+        raise InvalidRequest(f"{what} nest too deeply; they must be a flat JSON object of strings") from None
+    except ValueError as exc:
         pos = getattr(exc, "pos", None)
         where = f" at character {pos}" if pos is not None else ""
         raise InvalidRequest(f"{what} is not valid JSON{where}") from None
@@ -117,6 +143,8 @@ def parse_permission(raw: str) -> int:
     text = raw.strip()
     if not text:
         raise InvalidRequest('permission is empty; expected a decimal file mode such as "420"')
+    if len(text) > 20:
+        raise InvalidRequest(f'permission {text[:20]!r}... is not a file mode (e.g. "420" for 0644)')
     try:
         value: Any = json.loads(text)
     except ValueError:
@@ -138,6 +166,10 @@ def parse_tokens(raw: str) -> dict[str, str]:
         raise InvalidRequest(f"attribute {ATTR_TOKENS!r} is not valid JSON") from None
     if not isinstance(value, dict):
         raise InvalidRequest(f"attribute {ATTR_TOKENS!r} must be a JSON object keyed by audience")
+    if len(value) > MAX_AUDIENCES:
+        raise InvalidRequest(
+            f"attribute {ATTR_TOKENS!r} has {len(value)} audiences; at most {MAX_AUDIENCES} are accepted"
+        )
     tokens: dict[str, str] = {}
     for audience, entry in value.items():
         token = entry.get("token") if isinstance(entry, dict) else None
@@ -145,12 +177,38 @@ def parse_tokens(raw: str) -> dict[str, str]:
             raise InvalidRequest(
                 f"attribute {ATTR_TOKENS!r}: audience {audience!r} has no string 'token' field"
             )
+        if len(token) > MAX_TOKEN_BYTES:
+            raise InvalidRequest(
+                f"attribute {ATTR_TOKENS!r}: the token for audience {audience[:64]!r} is "
+                f"{len(token) // 1024} KiB; a service-account token is a few KiB (limit "
+                f"{MAX_TOKEN_BYTES // 1024} KiB)"
+            )
         tokens[audience] = token
     return tokens
 
 
+def _check_versions(versions: Mapping[str, str]) -> None:
+    if len(versions) > MAX_VERSIONS:
+        raise InvalidRequest(
+            f"current_object_version lists {len(versions)} objects; an SPC has at most {MAX_VERSIONS}"
+        )
+    for object_id, version in versions.items():
+        if len(object_id) > MAX_VERSION_FIELD or len(version) > MAX_VERSION_FIELD:
+            raise InvalidRequest(
+                f"current_object_version has an id or version longer than {MAX_VERSION_FIELD} characters"
+            )
+
+
 def parse(request: MountInput) -> MountContext:
     """Validate a MountInput; raises InvalidRequest naming the first problem found."""
+    _check_size(
+        request.attributes,
+        "attributes",
+        MAX_ATTRIBUTES_BYTES,
+        "the API server stores at most 1.5 MiB per SPC",
+    )
+    _check_size(request.secrets, "secrets", MAX_SECRETS_BYTES, "a Kubernetes Secret holds at most 1 MiB")
+    _check_versions(request.current_object_version)
     attributes = _json_string_map(request.attributes, "attributes", allow_empty=False)
     node_secrets = _json_string_map(request.secrets, "secrets", allow_empty=True)
     missing = [name for name in REQUIRED_POD_ATTRIBUTES if not attributes.get(name)]
@@ -171,6 +229,8 @@ def parse(request: MountInput) -> MountContext:
     target_path = request.target_path
     if "\x00" in target_path:
         raise InvalidRequest("target_path contains a NUL byte")
+    if len(target_path) > MAX_TARGET_PATH:
+        raise InvalidRequest(f"target_path is longer than {MAX_TARGET_PATH} characters (PATH_MAX)")
     pod = PodAttributes(
         namespace=attributes[ATTR_POD_NAMESPACE],
         name=attributes[ATTR_POD_NAME],

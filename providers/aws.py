@@ -27,9 +27,9 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any, ClassVar
 
+from provider.bounded_cache import bounded_memo
 from provider.errors import (
     BackendUnavailable,
     Code,
@@ -209,7 +209,7 @@ class Plan:
         return f"objects[{self.obj.index}] {self.obj.name!r}"
 
 
-@lru_cache(maxsize=1024)
+@bounded_memo("jmespath", max_entries=256, max_bytes=512 * 1024, max_entry_bytes=8 * 1024)
 def _compile_jmes(expression: str) -> Any:
     import jmespath
     from jmespath.exceptions import JMESPathError

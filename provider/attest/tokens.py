@@ -22,7 +22,6 @@ import os
 import re
 import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +32,7 @@ import jwt
 
 from provider.attest.issuer_keys import KeyRules, KeySet, key_problem, keys_from_jwks, keys_from_pem
 from provider.attest.reasons import Denial, tag
+from provider.bounded_cache import BoundedCache
 from provider.errors import BackendUnavailable, KeygateError, Unauthenticated
 from provider.request import PodAttributes
 
@@ -418,6 +418,8 @@ def _str_claim(container: Mapping[str, Any], name: str, what: str) -> str:
 
 VERIFIED_TTL = 30.0
 VERIFIED_MAX = 4096
+VERIFIED_MAX_BYTES = 1024 * 1024
+VERIFIED_ENTRY_BYTES = 8 * 1024
 
 
 class TokenVerifier:
@@ -441,7 +443,12 @@ class TokenVerifier:
         self.kube = kube
         self.clock_skew = clock_skew
         self.node_name = node_name
-        self._verified: OrderedDict[bytes, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._verified: BoundedCache[bytes, tuple[float, dict[str, Any]]] = BoundedCache(
+            "verified tokens",
+            max_entries=VERIFIED_MAX,
+            max_bytes=VERIFIED_MAX_BYTES,
+            max_entry_bytes=VERIFIED_ENTRY_BYTES,
+        )
 
     async def verify(self, token: str, pod: PodAttributes) -> VerifiedToken:
         if self.keys is None:
@@ -457,7 +464,8 @@ class TokenVerifier:
         parsing plus verifying a JWS dominates a Mount's CPU. A token that verified within the
         last ``VERIFIED_TTL`` seconds is not re-verified, but its time claims are re-checked on
         every call and the pod binding is always checked by the caller; keys are cached for far
-        longer than this anyway, so no revocation is delayed by it.
+        longer than this anyway, so no revocation is delayed by it. The memo is bounded by
+        entries and bytes; claims above VERIFIED_ENTRY_BYTES are verified every time.
         """
         digest = hashlib.sha256(token.encode()).digest()
         now = time.time()
@@ -468,12 +476,10 @@ class TokenVerifier:
                 claims.get("nbf", claims["iat"])
             ):
                 return claims
-            self._verified.pop(digest, None)
+            self._verified.pop(digest)
         claims = await self._decode(token)
         if isinstance(claims.get("exp"), int | float) and isinstance(claims.get("iat"), int | float):
-            self._verified[digest] = (now, claims)
-            if len(self._verified) > VERIFIED_MAX:
-                self._verified.popitem(last=False)
+            self._verified.put(digest, (now, claims), expires=time.monotonic() + VERIFIED_TTL)
         return claims
 
     async def _decode(self, token: str) -> dict[str, Any]:
