@@ -303,12 +303,20 @@ async def concurrent_n(sock: str, request: pb.MountRequest, n: int, clients: int
         await asyncio.gather(*(worker() for _ in range(clients)))
 
 
+def bench_hostile(env: Env, quick: bool) -> list[Row]:
+    from hostile_rss import measure, row
+
+    total = 2000 if quick else 10_000
+    return [row(measure(env, total, 8, verbose=False), total)]
+
+
 SECTIONS: dict[str, Callable[[Env, bool], list[Row]]] = {
     "overhead": bench_overhead,
     "throughput": bench_throughput,
     "latency": bench_latency,
     "coldstart": bench_cold_start,
     "memory": bench_memory,
+    "hostile": bench_hostile,
 }
 
 

@@ -5,12 +5,16 @@ in-process stand-in for the Kubernetes API (:mod:`keygate_dev.devcluster`: HTTPS
 OIDC discovery + JWKS, Pod GET) that mints real RS256 pod-bound tokens, starts the daemon with
 attestation ON against it, and sends driver-shaped Mounts: one from a digest-pinned pod (released),
 one from a pod whose image is a tag (denied), one with a token stolen from another pod (denied).
-It then prints the audit records those mounts wrote. File contents are masked unless asked.
+It prints the SecretProviderClass it used and the audit records those mounts wrote, with the
+audit file's path. Everything lives in a temporary directory removed at exit; ``keep`` copies the
+SPC (lintable: ``keygate lint <dir>/spc.yaml``) and the audit file out first. File contents
+are masked unless asked.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -42,7 +46,32 @@ def _driver_pod(spec: PodSpec, token: str) -> Pod:
     )
 
 
-def run_demo(show_values: bool = False) -> int:
+def spc_manifest(objects: str, *, short: bool = False) -> str:
+    """The demo's SecretProviderClass as YAML; ``short`` elides the long sealed values for display."""
+    lines = []
+    for line in objects.splitlines():
+        key, _, value = line.partition("sealed: ")
+        if short and value:
+            line = f"{key}sealed: {value[:24]}...({len(value)} chars)"
+        lines.append("      " + line)
+    return "\n".join(
+        [
+            "apiVersion: secrets-store.csi.x-k8s.io/v1",
+            "kind: SecretProviderClass",
+            "metadata:",
+            "  name: demo-secrets",
+            "  namespace: demo",
+            "spec:",
+            "  provider: keygate",
+            "  parameters:",
+            "    objects: |",
+            *lines,
+            "",
+        ]
+    )
+
+
+def run_demo(show_values: bool = False, keep: str | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="keygate-demo-") as tmp_name:
         tmp = Path(tmp_name)
         key = generate_key()
@@ -98,9 +127,14 @@ def run_demo(show_values: bool = False) -> int:
             print(
                 f"  daemon on {config.socket}, attestation ON (issuer {kube.issuer}, audience {AUDIENCE!r})"
             )
+            spc_path = tmp / "spc.yaml"
+            spc_path.write_text(spc_manifest(objects))
+            print(f"  audit file: {audit_path}" + ("" if keep else " (temporary: --keep DIR keeps a copy)"))
+            print("\nSecretProviderClass used (sealed values shortened):")
+            print("  " + spc_manifest(objects, short=True).rstrip("\n").replace("\n", "\n  "))
             with daemon_thread(config), DriverClient(config.socket) as client:
                 version = client.version()
-                print(f"  Version RPC: {version.runtime_name} {version.runtime_version}")
+                print(f"\nVersion RPC: {version.runtime_name} {version.runtime_version}")
 
                 print(f"\n1. pod demo/{web.name}, image {web.images['web'][:45]}... (pinned), own token")
                 response = client.mount(
@@ -126,9 +160,15 @@ def run_demo(show_values: bool = False) -> int:
                 )
                 if denied != 2:
                     return 1
-            print(f"\naudit records ({audit_path.name}; one JSON line per release or denial, never a value):")
+            print(f"\naudit records ({audit_path}; one JSON line per release or denial, never a value):")
             for line in audit_path.read_text().splitlines():
                 print("  " + json.dumps(json.loads(line), separators=(", ", ": ")))
+            if keep:
+                out = Path(keep)
+                out.mkdir(parents=True, exist_ok=True)
+                for path in (spc_path, audit_path):
+                    shutil.copyfile(path, out / path.name)
+                print(f"\nkept {out / spc_path.name} and {out / audit_path.name}")
     return 0
 
 

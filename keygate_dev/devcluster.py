@@ -40,7 +40,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
-POD_PATH = re.compile(r"^/api/v1/namespaces/([^/]+)/pods/([^/?]+)$")
+POD_PATH = re.compile(r"\A/api/v1/namespaces/([^/]+)/pods/([^/?]+)\Z")
 DIGEST = "sha256:" + "0" * 64
 
 
@@ -314,9 +314,13 @@ class DevCluster:
             status["error"] = f"[invalid bearer token, {type(exc).__name__}]"
         else:
             k8s = claims.get("kubernetes.io", {})
+            aud = claims.get("aud", [])
             status = {
                 "authenticated": True,
-                "audiences": [a for a in claims.get("aud", []) if not audiences or a in audiences],
+                # RFC 7519: one audience may be a plain string; iterating it would yield letters.
+                "audiences": [
+                    a for a in ([aud] if isinstance(aud, str) else aud) if not audiences or a in audiences
+                ],
                 "user": {
                     "username": claims["sub"],
                     "uid": k8s.get("serviceaccount", {}).get("uid", ""),

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 
 from provider.attest import Attestor, InsecureTrustAttributes
-from provider.config import Config
+from provider.config import Config, describe, local_alternatives
 from provider.errors import KeygateError
 from provider.health import Readiness
 from provider.mount import Mounter
+from provider.target import TargetRules
 from provider.versions import Versioner
 from providers.registry import Registry
 
@@ -27,12 +28,15 @@ def build_attestor(config: Config, readiness: Readiness | None = None) -> Attest
         )
         return InsecureTrustAttributes()
     from provider.attest.attestor import PodAttestor
+    from provider.attest.issuer_keys import KeyRules
     from provider.attest.kube import KubeAPI
     from provider.attest.policy import PolicyStore
     from provider.attest.tokens import HTTPSettings, KeySource, OIDCKeys, StaticKeys, TokenVerifier
 
     if config.pod_watch and not config.node_name:
-        raise KeygateError("pod_watch needs node_name (set it from the downward API: spec.nodeName)")
+        raise KeygateError(
+            f"pod_watch needs node_name: set {describe('node_name')} from the downward API (spec.nodeName)"
+        )
     policy = PolicyStore(config.release_policy, readiness)
     need_kube = config.token_review or not config.insecure_skip_image_check
     kube = (
@@ -47,9 +51,10 @@ def build_attestor(config: Config, readiness: Readiness | None = None) -> Attest
         else None
     )
     keys: KeySource | None = None
+    rules = KeyRules(allow_ed25519=config.token_allow_ed25519)
     if not config.token_review:
         if config.jwks_file or config.issuer_key_file:
-            keys = StaticKeys(config.issuer_key_file, config.jwks_file)
+            keys = StaticKeys(config.issuer_key_file, config.jwks_file, rules)
         elif config.issuer or config.jwks_url:
             http = (
                 HTTPSettings(ca_file=kube.ca_file, api_url=kube.server, token_file=kube.token_file)
@@ -61,16 +66,18 @@ def build_attestor(config: Config, readiness: Readiness | None = None) -> Attest
                 http,
                 jwks_url=config.jwks_url,
                 min_refresh=config.jwks_min_refresh,
+                rules=rules,
             )
         else:
             raise KeygateError(
-                "attestation needs the service-account issuer: set issuer (kube-apiserver "
-                "--service-account-issuer), or issuer_key_file/jwks_file, or token_review; "
-                "insecure_skip_attestation turns attestation off (development only)"
+                f"attestation needs the service-account issuer: set {describe('issuer')} (the value "
+                f"of kube-apiserver --service-account-issuer), or verify with the API server's "
+                f"TokenReview: {describe('token_review')}; {local_alternatives()}"
             )
         if not config.issuer:
             raise KeygateError(
-                "issuer is required with jwks_url, jwks_file or issuer_key_file (tokens' iss claim)"
+                f"set {describe('issuer')}: it is required with jwks_url, jwks_file or issuer_key_file "
+                "(tokens' iss claim must match it)"
             )
     else:
         assert kube is not None
@@ -103,12 +110,17 @@ def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
         Versioner.from_file(config.version_key_file) if config.version_key_file else Versioner.random()
     )
     readiness.set("keys", True)
+    if config.write_files and config.insecure_allow_write_files_off_tmpfs:
+        log.warning("INSECURE: --write-files may write secrets into a target_path that is not on tmpfs")
     return Mounter(
         registry,
         attestor or build_attestor(config, readiness),
         versioner,
         timeout=config.mount_timeout,
         write_files=config.write_files,
+        target_rules=TargetRules(
+            config.kubelet_root_dir, allow_off_tmpfs=config.insecure_allow_write_files_off_tmpfs
+        ),
         audit=AuditLog(config.audit_sink, config.node_name),
         readiness=readiness,
     )

@@ -1,4 +1,10 @@
-"""The ``keygate`` command: serve, demo, keygen, seal, lint, version."""
+"""The ``keygate`` command: serve, demo, keygen, seal, lint, version.
+
+:func:`main` is the one guard around every subcommand: a :class:`KeygateError` prints its
+message, a missing optional SDK prints the extra to install, anything else prints one line
+with a hint to rerun with ``--debug``; each has its own exit status (:class:`ExitCode`) and
+none prints a traceback unless asked.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +13,20 @@ import asyncio
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from provider import RUNTIME_NAME, __version__, logs
 from provider import config as config_mod
 from provider.errors import KeygateError
+from provider.exit_codes import ExitCode
+
+if TYPE_CHECKING:
+    from provider.mount import Mounter
+
+DEBUG_ENV = "KEYGATE_DEBUG"
 
 log = logging.getLogger("keygate")
 
@@ -21,6 +35,15 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="keygate",
         description="Secrets Store CSI Driver provider that attests pods before releasing secrets.",
+        epilog="Exit status: 0 ok, 1 problems found (lint errors, demo failed), 2 usage, configuration "
+        "or input error, 3 a backend's optional SDK is missing (pip install 'keygate[<backend>]'), "
+        "4 unexpected error (rerun with --debug), 130 interrupted. See docs/cli.md.",
+    )
+    parser.add_argument("--version", action="version", version=f"{RUNTIME_NAME} {__version__}")
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"print the traceback of an unexpected error (also: {DEBUG_ENV}=1)",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -32,9 +55,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     config_mod.add_flags(serve)
 
-    demo = sub.add_parser("demo", help="seal a sample secret, mount it through a live daemon, show the files")
+    demo = sub.add_parser(
+        "demo", help="seal two sample secrets, mount them through a live daemon, show the files and audit"
+    )
     demo.add_argument(
         "--show-values", action="store_true", help="print file contents instead of masking them"
+    )
+    demo.add_argument(
+        "--keep", metavar="DIR", help="copy the demo's SPC (spc.yaml) and audit file (audit.jsonl) to DIR"
     )
 
     keygen = sub.add_parser("keygen", help="make a node key pair for the sealed backend")
@@ -58,7 +86,8 @@ def _parser() -> argparse.ArgumentParser:
         description="Check a SecretProviderClass the way the daemon reads it, plus what only the "
         "manifest shows: parameter and field names, object list syntax, paths, modes, duplicate "
         "files, sealed values bound to the right namespace and name, pod volumes and image digests. "
-        "Prints every problem with file:line; exits 1 on any error.",
+        "Prints every problem with file:line. Exit status: 1 on any error (or warning with --strict), "
+        "else 3 when a backend's SDK is not installed (its own checks were skipped), else 0.",
     )
     lint.add_argument("spc", help="YAML file with one or more SecretProviderClass documents")
     lint.add_argument("pod", nargs="?", help="optional Pod (or Deployment, Job...) manifest that mounts it")
@@ -78,40 +107,129 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    debug = bool(args.debug) or os.environ.get(DEBUG_ENV, "").strip().lower() in ("1", "true", "yes", "on")
     try:
-        if args.command == "serve":
-            return _serve(args)
-        if args.command == "demo":
-            from provider.demo import run_demo
-
-            return run_demo(show_values=args.show_values)
-        if args.command == "keygen":
-            return _keygen(args)
-        if args.command == "seal":
-            return _seal(args)
-        if args.command == "lint":
-            from provider.lint import main as lint_main
-
-            return lint_main(
-                args.spc, args.pod, namespace=args.namespace, recipients=args.recipient, strict=args.strict
-            )
-        print(f"{RUNTIME_NAME} {__version__}")
-        return 0
+        return int(_run(args))
     except KeygateError as exc:
+        if debug:
+            traceback.print_exc()
         print(f"keygate: {exc.message}", file=sys.stderr)
-        return 2
+        return ExitCode.MISSING_EXTRA if _is_missing_extra(exc) else ExitCode.USAGE
+    except ImportError as exc:
+        return _import_failed(exc, args.command, debug)
+    except KeyboardInterrupt:
+        print("keygate: interrupted", file=sys.stderr)
+        return ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        _silence_stdout()
+        return ExitCode.OK
+    except Exception as exc:  # noqa: BLE001 - the one place that turns a bug into one line
+        if debug:
+            traceback.print_exc()
+        print(f"keygate: {_unexpected(exc, args.command, debug)}", file=sys.stderr)
+        return ExitCode.INTERNAL
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "serve":
+        return _serve(args)
+    if args.command == "demo":
+        from provider.demo import run_demo
+
+        return run_demo(show_values=args.show_values, keep=args.keep)
+    if args.command == "keygen":
+        return _keygen(args)
+    if args.command == "seal":
+        return _seal(args)
+    if args.command == "lint":
+        from provider.lint import main as lint_main
+
+        return lint_main(
+            args.spc, args.pod, namespace=args.namespace, recipients=args.recipient, strict=args.strict
+        )
+    print(f"{RUNTIME_NAME} {__version__}")
+    return ExitCode.OK
+
+
+def _is_missing_extra(exc: KeygateError) -> bool:
+    from providers.registry import MissingExtra
+
+    return isinstance(exc, MissingExtra)
+
+
+def _import_failed(exc: ImportError, command: str, debug: bool) -> int:
+    """An SDK import that escaped its backend: the extra's message if it is one, else a bug."""
+    from providers.registry import MissingExtra, extra_for_module
+
+    if debug:
+        traceback.print_exc()
+    backend = extra_for_module(exc.name)
+    if backend is not None:
+        print(f"keygate: {MissingExtra(backend, exc.name or backend).message}", file=sys.stderr)
+        return ExitCode.MISSING_EXTRA
+    print(f"keygate: {_unexpected(exc, command, debug)}", file=sys.stderr)
+    return ExitCode.INTERNAL
+
+
+def _unexpected(exc: BaseException, command: str, debug: bool) -> str:
+    """One line naming the error type and where it happened; never the exception's text, which
+    may quote a value (an OS error's reason and file name are shown, they hold no content)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    ours = [f for f in frames if "/provider/" in f.filename or "/providers/" in f.filename]
+    where = ""
+    if ours or frames:
+        frame = (ours or frames)[-1]
+        parts = Path(frame.filename).parts
+        where = f" at {'/'.join(parts[-2:])}:{frame.lineno}"
+    detail = ""
+    if isinstance(exc, OSError) and exc.strerror:
+        detail = f": {exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+    hint = "" if debug else f"; rerun with --debug (or {DEBUG_ENV}=1) for the traceback"
+    return f"unexpected error in '{command}' ({type(exc).__name__}{where}){detail}{hint}"
+
+
+def _silence_stdout() -> None:
+    """After the reader of our output went away (``keygate lint x | head``), exit quietly."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
 
 
 def _serve(args: argparse.Namespace) -> int:
     from provider.app import build_mounter
+    from provider.memory import tune_malloc
     from provider.server import Daemon
 
+    tune_malloc()
     config = config_mod.load(args)
     logs.setup(config.log_level, config.log_format)
-    mounter = build_mounter(config)
-    daemon = Daemon.from_config(mounter, config)
-    asyncio.run(daemon.run_until_signal())
+    try:
+        mounter = build_mounter(config)
+        _log_sealed_keys(mounter, config)
+        daemon = Daemon.from_config(mounter, config)
+        asyncio.run(daemon.run_until_signal())
+    except KeygateError as exc:
+        exc.args = (config_mod.attribute(exc.message, config), *exc.args[1:])
+        raise
     return 0
+
+
+def _log_sealed_keys(mounter: Mounter, config: config_mod.Config) -> None:
+    """Say at start-up which node keys the sealed backend holds (key ids only, never keys)."""
+    sources = config.backend_settings()["sealed"]["keys"]
+    if not sources:
+        log.info(
+            "no sealed key loaded; sealed objects will be refused",
+            extra={"hint": f"set {config_mod.describe('sealed_key')}"},
+        )
+        return
+    sealed = mounter.registry.get("sealed")
+    log.info(
+        "sealed keys loaded",
+        extra={"key_ids": list(getattr(sealed, "key_ids", [])), "sources": [str(s) for s in sources]},
+    )
 
 
 def _keygen(args: argparse.Namespace) -> int:

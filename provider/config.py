@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,6 +63,20 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
     ),
     Option(
+        "kubelet_root_dir",
+        "/var/lib/kubelet",
+        "The kubelet's root directory (its --root-dir; the driver chart's linux.kubeletRootDir), "
+        "as a real path without links. With write_files, target_path must be a CSI volume of the "
+        "requesting pod below it.",
+    ),
+    Option(
+        "insecure_allow_write_files_off_tmpfs",
+        False,
+        "INSECURE: with write_files, also write into a target_path that is not on tmpfs "
+        "(the secrets then reach the node's disk). Refused unless set.",
+        "bool",
+    ),
+    Option(
         "mount_timeout",
         25.0,
         "Seconds one Mount may take in total (keep it below the driver's own timeout).",
@@ -108,6 +123,12 @@ OPTIONS: tuple[Option, ...] = (
         "bool",
     ),
     Option("clock_skew", 30.0, "Seconds of clock skew tolerated on exp, nbf and iat.", "float"),
+    Option(
+        "token_allow_ed25519",
+        False,
+        "Also accept issuer keys of type Ed25519 (EdDSA tokens); Kubernetes issuers use RSA or ECDSA.",
+        "bool",
+    ),
     Option(
         "kube_api_url",
         "",
@@ -166,6 +187,8 @@ class Config:
     sealed_key: tuple[str, ...] = ()
     version_key_file: str = ""
     write_files: bool = False
+    kubelet_root_dir: str = "/var/lib/kubelet"
+    insecure_allow_write_files_off_tmpfs: bool = False
     mount_timeout: float = 25.0
     grace_period: float = 30.0
     log_level: str = "info"
@@ -179,6 +202,7 @@ class Config:
     jwks_min_refresh: float = 10.0
     token_review: bool = False
     clock_skew: float = 30.0
+    token_allow_ed25519: bool = False
     kube_api_url: str = ""
     kube_ca: str = ""
     kube_token_file: str = ""
@@ -199,6 +223,49 @@ class Config:
         vault = settings.setdefault("vault", {})
         vault["insecure_allow_skip_tls_verify"] = self.insecure_allow_vault_skip_tls_verify
         return settings
+
+
+_BY_KEY = {opt.key: opt for opt in OPTIONS}
+
+
+def describe(*keys: str) -> str:
+    """How to set options, for error messages: ``--kube-ca (KEYGATE_KUBE_CA, config key kube_ca)``.
+
+    Generated from :data:`OPTIONS`, so a message never names a flag or variable that does not exist.
+    """
+    return " and ".join(f"{_BY_KEY[key].flag} ({_BY_KEY[key].env}, config key {key})" for key in keys)
+
+
+def local_alternatives() -> str:
+    """The options that let the daemon run without a cluster, for errors about missing cluster access."""
+    return (
+        f"off a cluster (e.g. on a laptop), verify tokens with a local issuer key instead: "
+        f"{describe('issuer')} with {describe('issuer_key_file')} or {describe('jwks_file')}, "
+        f"plus {describe('insecure_skip_image_check')} to skip the Pod lookup; or turn attestation "
+        f"off entirely with {describe('insecure_skip_attestation')} (development only; see docs/local.md)"
+    )
+
+
+def attribute(message: str, config: Config) -> str:
+    """``message`` plus the options whose configured value it quotes (a path, an address...).
+
+    Start-up errors from deep inside (an unreadable key, a busy socket) name the value but not
+    where it was set; this names the flag, variable and key, from :data:`OPTIONS`, in one place.
+    """
+    named = []
+    for opt in OPTIONS:
+        if opt.kind == "bool" or opt.flag in message:
+            continue
+        value = getattr(config, opt.key)
+        values = value if isinstance(value, tuple) else (value,)
+        if any(
+            isinstance(v, str)
+            and len(v) >= 3
+            and re.search(rf"(?<![\w./-]){re.escape(v)}(?![\w.-])", message)
+            for v in values
+        ):
+            named.append(opt.key)
+    return f"{message} (set by {describe(*named)})" if named else message
 
 
 def add_flags(parser: argparse.ArgumentParser) -> None:
@@ -251,7 +318,13 @@ def _convert(opt: Option, value: Any, source: str) -> Any:
             raise ValueError
         return str(value)
     except (TypeError, ValueError):
-        raise KeygateError(f"{source}: invalid value for {opt.key} (expected {opt.kind})") from None
+        expected = {
+            "bool": "true or false",
+            "int": "a whole number, 0 or more",
+            "float": "a number above 0",
+            "list": "a list (comma-separated in the environment)",
+        }.get(opt.kind, "a string")
+        raise KeygateError(f"{source}: invalid value for {describe(opt.key)}: expected {expected}") from None
 
 
 def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | None = None) -> Config:
@@ -265,10 +338,9 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
         backends = data.pop("backends", None) or {}
         if not isinstance(backends, dict):
             raise KeygateError(f"{config_path}: 'backends' must be a mapping of backend name to settings")
-        known = {opt.key for opt in OPTIONS}
-        unknown = sorted(set(data) - known)
+        unknown = sorted(set(data) - _BY_KEY.keys(), key=str)
         if unknown:
-            raise KeygateError(f"{config_path}: unknown keys {', '.join(unknown)}")
+            raise KeygateError(f"{config_path}: {_unknown_keys(unknown)}")
         for opt in OPTIONS:
             if opt.key in data:
                 values[opt.key] = _convert(opt, data[opt.key], config_path)
@@ -280,14 +352,32 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
             values[opt.key] = _convert(opt, flag_value, opt.flag)
     config = Config(backends=backends, **values)
     if config.log_format not in ("json", "text"):
-        raise KeygateError(f"log_format must be json or text, not {config.log_format!r}")
+        raise KeygateError(f"{describe('log_format')} must be json or text, not {config.log_format[:40]!r}")
     if config.metrics_addr:
         from provider.health import parse_addr
 
-        parse_addr(config.metrics_addr)
+        try:
+            parse_addr(config.metrics_addr)
+        except KeygateError as exc:
+            raise KeygateError(f"{describe('metrics_addr')}: {exc.message}") from None
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
-        raise KeygateError(f"log_level must be debug, info, warning or error, not {config.log_level!r}")
+        raise KeygateError(
+            f"{describe('log_level')} must be debug, info, warning or error, not {config.log_level[:40]!r}"
+        )
     return config
+
+
+def _unknown_keys(unknown: Sequence[Any]) -> str:
+    import difflib
+
+    parts = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), list(_BY_KEY), n=1, cutoff=0.7)
+        parts.append(str(key)[:60] + (f" (did you mean {close[0]}?)" if close else ""))
+    return (
+        f"unknown keys {', '.join(parts)}; the keys are the flags' names "
+        "with underscores (keygate serve --help lists them), plus 'backends'"
+    )
 
 
 def _read_file(path: str) -> dict[str, Any]:

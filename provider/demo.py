@@ -1,4 +1,5 @@
-"""``keygate demo``: runs :mod:`keygate_dev.demo` (the whole path, attestation included).
+"""``keygate demo``: runs :mod:`keygate_dev.demo` (the whole path, attestation included; it
+prints the SPC it used and the audit file's path, and ``--keep DIR`` keeps both).
 
 The demo needs the development stand-ins (a Kubernetes API stand-in, a driver client), which are
 not part of the installed product or the daemon image. In a source checkout installed with
@@ -32,10 +33,10 @@ def _dev_demo() -> ModuleType | None:
     return importlib.import_module("keygate_dev.demo")
 
 
-def run_demo(show_values: bool = False) -> int:
+def run_demo(show_values: bool = False, keep: str | None = None) -> int:
     demo = _dev_demo()
     if demo is None:
         print(f"error: {MISSING}", file=sys.stderr)
         return 2
-    code: int = demo.run_demo(show_values=show_values)
+    code: int = demo.run_demo(show_values=show_values, keep=keep)
     return code

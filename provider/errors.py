@@ -20,6 +20,7 @@ class Code(StrEnum):
     BACKEND_UNAVAILABLE = "BackendUnavailable"
     DEADLINE_EXCEEDED = "DeadlineExceeded"
     RESOURCE_EXHAUSTED = "ResourceExhausted"
+    UNAVAILABLE = "Unavailable"  # keygate itself (shutting down), not a backend
     INTERNAL = "Internal"
 
 

@@ -21,12 +21,13 @@ from typing import Any
 import yaml
 
 from provider import spc as spc_mod
-from provider.attest.images import DIGEST_RE, parse_image
+from provider.attest.images import parse_image, pin_hint, reference_problem
 from provider.domain import SecretObject
 from provider.errors import BackendUnavailable, InvalidSPC, KeygateError
-from provider.files import parse_mode
+from provider.exit_codes import ExitCode
+from provider.files import PathClaims, parse_mode
 from providers.common.schema import Collect, Schema
-from providers.registry import Registry, builtin_schemas
+from providers.registry import MissingExtra, Registry, builtin_schemas, check_extra, extra_for_module
 
 API_GROUP = "secrets-store.csi.x-k8s.io"
 API_VERSION = f"{API_GROUP}/v1"
@@ -148,11 +149,17 @@ def suggest(name: str, known: Sequence[str]) -> str | None:
 
 class _LintRegistry(Registry):
     """The daemon's registry without the daemon's settings; built-in backends are never loaded
-    (their schemas are enough), and a plugin that fails to load is noted instead of fatal."""
+    (their schemas are enough, and need no SDK).
+
+    ``missing`` notes, per backend, why lint could not check all of it: a built-in backend whose
+    extra is not installed (:class:`MissingExtra`, looked up without importing anything), or a
+    plugin that fails to load. Lint reports it once per SPC that uses the backend.
+    """
 
     def __init__(self) -> None:
         super().__init__({}, known_settings=False)
-        self.unavailable: dict[str, str] = {}
+        self.missing: dict[str, KeygateError] = {}
+        self._extras_checked: set[str] = set()
 
     def schema(self, name: str) -> Schema | None:
         if self.is_builtin(name):
@@ -160,12 +167,30 @@ class _LintRegistry(Registry):
         try:
             return self.get(name).schema
         except BackendUnavailable as exc:
-            self.unavailable[name] = exc.message
+            self.missing.setdefault(name, exc)
         except KeygateError:
             raise
-        except Exception as exc:  # noqa: BLE001 - e.g. an optional SDK not installed
-            self.unavailable[name] = type(exc).__name__
+        except Exception as exc:  # noqa: BLE001 - e.g. a plugin's own dependency not installed
+            self.missing.setdefault(
+                name, BackendUnavailable(f"backend {name!r} could not be loaded here ({type(exc).__name__})")
+            )
         return None
+
+    def note_extra(self, name: str) -> None:
+        """Note a built-in backend whose SDK modules are not installed (find_spec, no import)."""
+        if name in self._extras_checked or not self.is_builtin(name):
+            return
+        self._extras_checked.add(name)
+        try:
+            check_extra(name)
+        except MissingExtra as exc:
+            self.missing.setdefault(name, exc)
+
+    def note_skipped(self, module: str, backend: str | None) -> None:
+        """A schema rule needed an SDK module that is not installed (e.g. jmespath)."""
+        owner = extra_for_module(module) or backend
+        if owner:
+            self.missing.setdefault(owner, MissingExtra(owner, module or "its SDK"))
 
     def fields_for(self, backend: str) -> frozenset[str] | None:
         """Field names a backend's objects may use; None when it declares no schema."""
@@ -271,6 +296,8 @@ class Linter:
     recipients: Sequence[str] = ()
     report: Report = field(default_factory=Report)
     registry: _LintRegistry = field(default_factory=_LintRegistry)
+    missing_extras: set[str] = field(default_factory=set)  # backends used whose SDK is absent
+    missing_warnings: int = 0  # exit 3, not 1, even with --strict
     _total: int = 0
 
     def add(self, severity: str, doc: Doc, line: int | None, context: str, message: str) -> None:
@@ -450,6 +477,7 @@ class Linter:
         all_fields = self.registry.all_fields()
         resolved: list[tuple[SecretObject, _ItemLoc]] = []
         paths: dict[str, tuple[SecretObject, _ItemLoc]] = {}
+        layout = PathClaims()
         ids: dict[tuple[str, str], SecretObject] = {}
         for index, (implied, item) in enumerate(raw):
             loc = locs[index] if index < len(locs) else _ItemLoc("objects", None, None, None)
@@ -486,6 +514,10 @@ class Linter:
                 )
             else:
                 paths[obj.path] = (obj, loc)
+                try:
+                    layout.claim(obj.path, f"objects[{obj.index}] {obj.name!r}")
+                except InvalidSPC as exc:
+                    self.add("error", doc, loc.line(), where, _strip_where(exc.message))
             key = (obj.backend, obj.name)
             if obj.backend == "sealed" and key in ids:
                 self.add(
@@ -500,16 +532,20 @@ class Linter:
             ids.setdefault(key, obj)
             resolved.append((obj, loc))
         self._check_backends(doc, ctx, params, resolved)
-        for backend, error in sorted(self.registry.unavailable.items()):
+        used = {obj.backend for obj, _ in resolved}
+        for backend in sorted(used):
+            self.registry.note_extra(backend)
+        for backend in sorted(used & self.registry.missing.keys()):
+            if isinstance(self.registry.missing[backend], MissingExtra):
+                self.missing_extras.add(backend)
+                self.missing_warnings += 1
             self.add(
                 "warning",
                 doc,
                 None,
                 ctx,
-                f"the {backend} backend could not be loaded here ({error}); "
-                "its own field checks were skipped",
+                f"{self.registry.missing[backend].message}; lint skipped the {backend} checks that need it",
             )
-        self.registry.unavailable.clear()
         return resolved
 
     def _check_backends(
@@ -520,6 +556,10 @@ class Linter:
         spc_mod.check_objects([obj for obj, _ in resolved], params, self.registry, sink)
         by_index = {obj.index: (obj, loc) for obj, loc in resolved}
         for finding in sink.findings:
+            if finding.severity == "skipped":
+                owner = by_index[finding.index][0].backend if finding.index is not None else None
+                self.registry.note_skipped(finding.message, owner)
+                continue
             if finding.index is None:
                 key = finding.key
                 line = doc.key_line("spec", "parameters", key) if key else doc.line("spec", "parameters")
@@ -798,24 +838,16 @@ class Linter:
                 line = doc.line(*path, group, i, "image")
                 if not isinstance(image, str) or not image:
                     self.add("error", doc, line, ctx, f"container {cname!r} has no image")
-                elif (digest := parse_image(image).digest) is not None and not DIGEST_RE.match(digest):
-                    self.add(
-                        "error",
-                        doc,
-                        line,
-                        ctx,
-                        f"container {cname!r}: image {image!r} has a malformed digest "
-                        "(expected @sha256: and 64 lowercase hex digits)",
-                    )
-                elif digest is None:
+                elif (problem := reference_problem(image)) is not None:
+                    self.add("error", doc, line, ctx, f"container {cname!r}: image {image!r} {problem}")
+                elif parse_image(image).digest is None:
                     self.add(
                         "error",
                         doc,
                         line,
                         ctx,
                         f"container {cname!r}: image {image!r} is not pinned by digest, so keygate's release "
-                        f"policy refuses the mount; use {image}@sha256:<digest> (e.g. from "
-                        f"'docker buildx imagetools inspect {image}')",
+                        f"policy refuses the mount; {pin_hint(image)}",
                     )
         for vname, i in csi_volumes.items():
             if vname not in mounted:
@@ -842,9 +874,13 @@ def _strip_where(message: str) -> str:
 def main(
     spc_path: str, pod_path: str | None, *, namespace: str | None, recipients: Sequence[str], strict: bool
 ) -> int:
-    """Run lint, print the report; 1 when there are errors (or warnings with ``strict``), else 0."""
+    """Run lint and print the report. Exit status: 1 on errors (or other warnings with ``strict``),
+    else 3 when a used backend's extra is missing (lint could not check everything), else 0."""
     linter = Linter(namespace=namespace, recipients=recipients)
     report = linter.run(spc_path, pod_path)
     print(report.render())
-    failed = report.errors > 0 or (strict and report.warnings > 0)
-    return 1 if failed else 0
+    if report.errors > 0 or (strict and report.warnings > linter.missing_warnings):
+        return ExitCode.PROBLEMS
+    if linter.missing_extras:
+        return ExitCode.MISSING_EXTRA
+    return ExitCode.OK

@@ -94,7 +94,7 @@ BUILD_INFO = Gauge(
     registry=REGISTRY,
 )
 
-_LABEL_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
+_LABEL_RE = re.compile(r"\A[a-z0-9][a-z0-9_.-]{0,47}\Z")
 MAX_LABEL_VALUES = 64
 OTHER = "other"
 _seen: dict[str, set[str]] = {}

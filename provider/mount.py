@@ -24,10 +24,12 @@ from provider.errors import (
     KeygateError,
     ResourceExhausted,
 )
-from provider.files import clean_path
+from provider.files import PathClaims, clean_path
 from provider.health import Readiness
+from provider.memory import TRIMMER
 from provider.request import MountContext, MountInput, parse
 from provider.spc import parse_objects
+from provider.target import TargetRules
 from provider.versions import Versioner
 from provider.writer import OutFile, write_atomic
 from providers.base import Backend
@@ -91,6 +93,7 @@ class Mounter:
         *,
         timeout: float = 25.0,
         write_files: bool = False,
+        target_rules: TargetRules | None = None,
         audit: AuditHook | None = None,
         readiness: Readiness | None = None,
     ) -> None:
@@ -100,6 +103,7 @@ class Mounter:
         self.versioner = versioner
         self.timeout = timeout
         self.write_files = write_files
+        self.target_rules = target_rules if target_rules is not None else TargetRules()
         self.audit = audit
 
     async def mount(self, request: MountInput, request_id: str = "") -> MountResult:
@@ -115,6 +119,8 @@ class Mounter:
             if self.audit is not None:
                 self.audit.refused(request_id, seen.ctx, seen.objects, exc)
             raise
+        finally:
+            TRIMMER.note(len(request.attributes) + len(request.secrets))
         if self.audit is not None and seen.ctx is not None:
             self.audit.released(request_id, seen.ctx, result.identity, result.fetched, result.versions)
         return result
@@ -143,7 +149,9 @@ class Mounter:
             ) from None
         files, versions = self._assemble(ctx, objects, fetched)
         if self.write_files:
-            await asyncio.to_thread(write_atomic, ctx.target_path, files)
+            await asyncio.to_thread(
+                write_atomic, ctx.target_path, files, pod_uid=identity.uid, rules=self.target_rules
+            )
         return MountResult(files, versions, identity, ctx.spc_name, objects, fetched)
 
     async def _fetch(
@@ -176,7 +184,7 @@ class Mounter:
     ) -> tuple[list[OutFile], list[tuple[str, str]]]:
         files: list[OutFile] = []
         versions: list[tuple[str, str]] = []
-        owners: dict[str, str] = {}
+        paths = PathClaims()
         ids: set[str] = set()
         served: set[int] = set()
         total = 0
@@ -184,9 +192,7 @@ class Mounter:
             obj = item.obj
             where = f"objects[{obj.index}] {obj.name!r}"
             path = obj.path if item.path is None else clean_path(item.path, where)
-            if path in owners:
-                raise InvalidSPC(f"{where}: file {path!r} is also written by {owners[path]}")
-            owners[path] = where
+            paths.claim(path, where)
             if item.object_id in ids:
                 raise InvalidSPC(f"{where}: object id {item.object_id!r} appears twice in this SPC")
             ids.add(item.object_id)

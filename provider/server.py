@@ -45,12 +45,14 @@ STATUS_BY_CODE: dict[Code, grpc.StatusCode] = {
     Code.BACKEND_UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Code.DEADLINE_EXCEEDED: grpc.StatusCode.DEADLINE_EXCEEDED,
     Code.RESOURCE_EXHAUSTED: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Code.UNAVAILABLE: grpc.StatusCode.UNAVAILABLE,
     Code.INTERNAL: grpc.StatusCode.INTERNAL,
 }
 MAX_MESSAGE = 4 * 1024 * 1024
 PROVIDER_SERVICE = "v1alpha1.CSIDriverProvider"
 ERROR_CODE_KEY = "keygate-error-code"
 MAX_ERROR_CHARS = 2000  # gRPC drops responses whose metadata exceeds 8 KiB
+ABORT_MARGIN = 1.0  # after the grace period: time for the coded aborts to reach the driver
 
 
 def to_input(request: pb.MountRequest) -> MountInput:
@@ -70,6 +72,30 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
         self.mounter = mounter
         self.max_inflight = max_inflight
         self.inflight = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._closing = ""  # set when shutdown cancels the Mounts still running
+
+    async def drain(self, grace: float) -> int:
+        """Wait up to ``grace`` seconds for in-flight Mounts, then end the rest with a coded error.
+
+        gRPC would cancel them with a bare UNAVAILABLE the driver cannot tell from a crash; each
+        straggler instead answers ``[Unavailable] keygate is shutting down ...`` with the
+        ``keygate-error-code`` trailer. Returns how many Mounts were cut short.
+        """
+        deadline = time.monotonic() + grace
+        while self._tasks and (left := deadline - time.monotonic()) > 0:
+            await asyncio.wait(set(self._tasks), timeout=left)
+        stragglers = set(self._tasks)
+        if not stragglers:
+            return 0
+        self._closing = (
+            f"keygate is shutting down and this mount did not finish within the {grace:g}s grace "
+            "period; the driver will retry it"
+        )
+        for task in stragglers:
+            task.cancel()
+        await asyncio.wait(stragglers, timeout=ABORT_MARGIN)
+        return len(stragglers)
 
     async def Version(  # noqa: N802 - gRPC method name
         self,
@@ -93,6 +119,9 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
                 started,
             )
         token = REQUEST_ID.set(request_id)
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         self.inflight += 1
         metrics.MOUNTS_IN_FLIGHT.inc()
         try:
@@ -101,6 +130,8 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
             self.inflight -= 1
             metrics.MOUNTS_IN_FLIGHT.dec()
             REQUEST_ID.reset(token)
+            if task is not None:
+                self._tasks.discard(task)
 
     async def _mount(
         self,
@@ -116,6 +147,10 @@ class ProviderServicer(pb_grpc.CSIDriverProviderServicer):
             fields.update(exc.log_fields)
             return await self._fail(context, exc.code, exc.message, fields, started)
         except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if self._closing and task is not None:
+                task.uncancel()
+                return await self._fail(context, Code.UNAVAILABLE, self._closing, fields, started)
             self._log(fields, started, "cancelled", Code.DEADLINE_EXCEEDED)
             raise
         except Exception as exc:  # noqa: BLE001 - the daemon must survive any request
@@ -217,6 +252,7 @@ class Daemon:
         self.metrics_addr = metrics_addr
         self.readiness = readiness if readiness is not None else mounter.readiness
         self.server: grpc.aio.Server | None = None
+        self.servicer: ProviderServicer | None = None
         self.health: Any = None
         self.ops: OpsServer | None = None
 
@@ -256,9 +292,8 @@ class Daemon:
                 ("grpc.max_receive_message_length", MAX_MESSAGE),
             ]
         )
-        pb_grpc.add_CSIDriverProviderServicer_to_server(
-            ProviderServicer(self.mounter, self.max_inflight), server
-        )
+        self.servicer = ProviderServicer(self.mounter, self.max_inflight)
+        pb_grpc.add_CSIDriverProviderServicer_to_server(self.servicer, server)
         self.health = grpc_health_servicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         old_umask = os.umask(0o177)
@@ -276,7 +311,13 @@ class Daemon:
         if self.health is not None:
             await self.health.enter_graceful_shutdown()
         if self.server is not None:
-            await self.server.stop(self.grace_period)
+            # stop() refuses new RPCs at once; the servicer ends stragglers before gRPC would.
+            stopping = asyncio.ensure_future(self.server.stop(self.grace_period + ABORT_MARGIN))
+            if self.servicer is not None:
+                cut = await self.servicer.drain(self.grace_period)
+                if cut:
+                    log.warning("grace period over; in-flight mounts ended", extra={"mounts": cut})
+            await stopping
             self.server = None
         if self.ops is not None:
             self.ops.stop()

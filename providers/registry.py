@@ -7,12 +7,15 @@ changed), and schemas load without any cloud SDK, so ``keygate lint`` never need
 Third-party backends register under the ``keygate.backends`` entry-point group, or are named in
 the daemon config (``backends: {mine: {class: "pkg.module:Class"}}``), and are selected by name;
 their schema is the class attribute ``schema``. Backend imports are lazy because cloud SDKs cost
-hundreds of milliseconds to load.
+hundreds of milliseconds to load. Each built-in backend also lists the SDK modules of its extra;
+they are looked up (never imported) before the backend loads, so a missing extra is the one
+:class:`MissingExtra` message for the daemon, lint and the CLI alike.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -33,16 +36,99 @@ class BackendInfo:
     name: str
     target: str
     schema_module: str
+    sdk: str = ""  # what the extra brings, for the missing-extra message ("the AWS SDK")
+    requires: tuple[str, ...] = ()  # modules of the extra ``keygate[<name>]`` the backend imports
+
+
+class MissingExtra(BackendUnavailable):
+    """A backend's optional SDK is not installed: ``pip install 'keygate[<extra>]'`` fixes it.
+
+    The one place that words this message, so every backend, lint and the CLI say the same.
+    """
+
+    def __init__(self, backend: str, module: str) -> None:
+        info = BUILTIN.get(backend)
+        sdk = info.sdk if info and info.sdk else "its optional dependencies"
+        super().__init__(
+            f"backend {backend!r} needs {sdk} ({module} is not installed): pip install 'keygate[{backend}]'"
+        )
+        self.backend = backend
+        self.module = module
+
+
+def _provides(info: BackendInfo, module: str | None) -> bool:
+    """Whether ``module`` (or a package or submodule of it) comes with ``info``'s extra."""
+    return bool(module) and any(
+        module == req or f"{module}.".startswith(f"{req}.") or req.startswith(f"{module}.")
+        for req in info.requires
+    )
+
+
+def extra_for_module(module: str | None) -> str | None:
+    """The built-in backend whose extra provides ``module`` (e.g. ``jmespath`` -> ``aws``)."""
+    return next((info.name for info in BUILTIN.values() if _provides(info, module)), None)
+
+
+def check_extra(name: str) -> None:
+    """Raise :class:`MissingExtra` if a built-in backend's SDK modules cannot be found.
+
+    Only looks the modules up (no import), so lint stays fast and the daemon fails with the
+    same message on the first Mount rather than deep inside an SDK call.
+    """
+    info = BUILTIN.get(name)
+    for module in info.requires if info else ():
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except ImportError:
+            found = False
+        if not found:
+            raise MissingExtra(name, module)
 
 
 BUILTIN: dict[str, BackendInfo] = {
     info.name: info
     for info in (
         BackendInfo("sealed", "providers.sealed.backend:SealedBackend", "providers.sealed.params"),
-        BackendInfo("vault", "providers.vault.backend:VaultBackend", "providers.vault.params"),
-        BackendInfo("azure", "providers.azure.backend:AzureBackend", "providers.azure.params"),
-        BackendInfo("gcp", "providers.gcp.backend:GCPBackend", "providers.gcp.params"),
-        BackendInfo("aws", "providers.aws.backend:AWSBackend", "providers.aws.params"),
+        BackendInfo(
+            "vault",
+            "providers.vault.backend:VaultBackend",
+            "providers.vault.params",
+            sdk="the Vault client",
+            requires=("hvac", "requests"),
+        ),
+        BackendInfo(
+            "azure",
+            "providers.azure.backend:AzureBackend",
+            "providers.azure.params",
+            sdk="the Azure SDK",
+            requires=(
+                "azure.core",
+                "azure.identity",
+                "azure.keyvault.secrets",
+                "azure.keyvault.keys",
+                "azure.keyvault.certificates",
+            ),
+        ),
+        BackendInfo(
+            "gcp",
+            "providers.gcp.backend:GCPBackend",
+            "providers.gcp.params",
+            sdk="the Google Cloud SDK",
+            requires=(
+                "google.cloud.secretmanager_v1",
+                "google.api_core",
+                "google.auth",
+                "google_crc32c",
+                "requests",
+            ),
+        ),
+        BackendInfo(
+            "aws",
+            "providers.aws.backend:AWSBackend",
+            "providers.aws.params",
+            sdk="the AWS SDK",
+            requires=("boto3", "botocore", "jmespath"),
+        ),
     )
 }
 
@@ -118,21 +204,34 @@ class Registry:
         return next((s.backend for s in builtin_schemas() if s.marks_spc(parameters)), None)
 
     def get(self, name: str) -> Backend:
-        """The live backend instance; created synchronously on first use."""
+        """The live backend instance; created synchronously on first use.
+
+        A built-in backend's SDK modules are looked up first (:func:`check_extra`), so a missing
+        extra is one clear :class:`MissingExtra` rather than an ImportError from deep inside.
+        """
         backend = self._backends.get(name)
         if backend is None:
             target = self._targets.get(name)
             if target is None:
                 raise InvalidSPC(f"unknown backend {name!r}; known backends: {', '.join(self.names())}")
             module_name, _, attr = target.partition(":")
+            builtin = self.is_builtin(name)
+            if builtin:
+                check_extra(name)
             try:
                 factory = getattr(importlib.import_module(module_name), attr)
             except KeygateError as exc:
                 raise BackendUnavailable(f"backend {name!r} cannot be loaded: {exc.message}") from None
-            except (ImportError, AttributeError) as exc:
+            except ImportError as exc:
+                if builtin and _provides(BUILTIN[name], exc.name):
+                    raise MissingExtra(name, exc.name or module_name) from None
                 raise BackendUnavailable(
-                    f"backend {name!r} cannot be loaded ({type(exc).__name__}: {exc}); install it, "
-                    f"e.g. pip install 'keygate[{name}]'"
+                    f"backend {name!r} cannot be loaded ({type(exc).__name__}: {exc}); "
+                    f"install the package that provides {module_name}"
+                ) from None
+            except AttributeError as exc:
+                raise BackendUnavailable(
+                    f"backend {name!r} cannot be loaded ({type(exc).__name__}: {exc})"
                 ) from None
             backend = cast(Backend, factory(self._settings.get(name, {})))
             self._backends[name] = backend

@@ -6,6 +6,9 @@
   401 without a bearer token, then the Key Vault REST paths with ``api-version``) or Entra ID
   (OpenID metadata, instance discovery, ``/{tenant}/oauth2/v2.0/token`` accepting a federated
   client assertion checked against the cluster issuer's public key, or a client secret).
+- ``FakeAzure.chaos`` (a :class:`tests.fault_server.Faults`) makes it misbehave on a path prefix
+  (vault ``/secrets/<name>`` or Entra ``/<tenant>/oauth2/v2.0/token``): black hole, reset,
+  status storms (optionally with ``Retry-After``), garbled or truncated bodies, trickling.
 - :class:`ConnectProxy` is an HTTP CONNECT proxy that tunnels every host to the fake, so the SDK
   keeps its production URLs (and its challenge-resource check) while DNS is never consulted.
 """
@@ -34,6 +37,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+from tests.fault_server import Faults, Rule
 
 CLIENT_ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 OPENID_PATH = "/v2.0/.well-known/openid-configuration"
@@ -170,6 +175,7 @@ class FakeAzure:
         self.access_tokens: dict[str, tuple[str, str]] = {}
         self.grants: dict[str, set[tuple[str, str, str]]] = {}
         self.faults: list[Fault] = []
+        self.chaos = Faults()
         self.requests: list[dict[str, Any]] = []
         self.assertions: list[str] = []
         self.token_requests = 0
@@ -189,6 +195,7 @@ class FakeAzure:
         return self
 
     def stop(self) -> None:
+        self.chaos.release()
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(5)
@@ -286,15 +293,42 @@ class FakeAzure:
         return None
 
 
+def _fault_answer(status: int, data: bytes, headers: dict[str, str]) -> bytes:
+    head = f"HTTP/1.1 {status} Fault\r\nContent-Type: application/json; charset=utf-8\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    head += f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+    return head.encode() + data
+
+
+def _vault_fault(status: int) -> bytes:
+    body = {"error": {"code": "Throttled" if status == 429 else "ServiceUnavailable", "message": "fault"}}
+    return _fault_answer(status, json.dumps(body).encode(), {})
+
+
+def _aad_fault(status: int) -> bytes:
+    body = {"error": "temporarily_unavailable", "error_description": "AADSTS50196: fault injected"}
+    return _fault_answer(status, json.dumps(body).encode(), {})
+
+
 class _Handler(BaseHTTPRequestHandler):
     fake: FakeAzure
     protocol_version = "HTTP/1.1"
+    rule: Rule | None = None
+    is_vault = False
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
     def _send(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
         data = json.dumps(body).encode()
+        if self.rule is not None:
+            rule, self.rule = self.rule, None
+            self.close_connection = True
+            error = _vault_fault if self.is_vault else _aad_fault
+            self.fake.chaos.misbehave(
+                self.connection, rule, _fault_answer(status, data, headers or {}), error
+            )
+            return
         self.send_response(status)
         self.send_header("Content-Type", "application/json; charset=utf-8")
         self.send_header("Content-Length", str(len(data)))
@@ -331,6 +365,8 @@ class _Handler(BaseHTTPRequestHandler):
             "authorized": "Authorization" in self.headers,
         }
         self.fake.requests.append(record)
+        self.is_vault = is_vault
+        self.rule = self.fake.chaos.match(url.path, body)
         if is_vault:
             self._vault(method, host, url.path, query)
         else:

@@ -4,7 +4,11 @@
   ``AccessSecretVersion``, (de)serialising with the ``google-cloud-secret-manager`` package's own
   message types (the package ships no servicer, so a generic handler is registered). It checks
   the ``authorization`` bearer token against per-secret grants, resolves ``latest``, sets
-  ``data_crc32c`` and can be told to fail the next calls with a status code.
+  ``data_crc32c`` and can be told to fail the next calls (``fail_next``) or every call
+  (``fail_all``), optionally only for names containing ``fail_only``, with a status code or a
+  fault: ``"hang"`` (never answers: holds the call until the client gives up), ``"garbled"``
+  (bytes that are no protobuf), ``"truncated"`` (the good answer cut in half) or
+  ``"no_payload"`` (a well-formed answer without its payload).
 * :class:`FakeGoogleAuth`: one HTTP server for STS token exchange (``POST /v1/token``), IAM
   Credentials ``generateAccessToken`` and the OAuth JWT-bearer grant (``POST /token``) used by
   service-account keys. Subject tokens are verified as real RS256 JWTs with the test cluster's
@@ -121,14 +125,18 @@ class FakeSecretManager:
         self.label = label
         self.versions: dict[str, list[bytes]] = {}
         self.grants: dict[str, set[str]] = {}
-        self.fail_next: list[grpc.StatusCode] = []
+        self.fail_next: list[grpc.StatusCode | str] = []
+        self.fail_all: grpc.StatusCode | str | None = None
+        self.fail_only = ""
+        self.hanging = 0
         self.calls: list[Call] = []
         self._lock = threading.Lock()
-        self._server = grpc.server(ThreadPoolExecutor(max_workers=8))
+        self._released = threading.Event()
+        self._server = grpc.server(ThreadPoolExecutor(max_workers=48))
         handler = grpc.unary_unary_rpc_method_handler(
-            self._access,
+            self._answer,
             request_deserializer=service.AccessSecretVersionRequest.deserialize,
-            response_serializer=service.AccessSecretVersionResponse.serialize,
+            response_serializer=_serialize,
         )
         self._server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(SERVICE, {"AccessSecretVersion": handler}),)
@@ -142,6 +150,43 @@ class FakeSecretManager:
             self.versions.setdefault(secret, []).extend(values)
             self.grants.setdefault(secret, set()).update(grant)
 
+    def _fault(self, name: str) -> grpc.StatusCode | str | None:
+        with self._lock:
+            if self.fail_only and self.fail_only not in name:
+                return None
+            if self.fail_next:
+                return self.fail_next.pop(0)
+            return self.fail_all
+
+    def _answer(
+        self, request: service.AccessSecretVersionRequest, context: grpc.ServicerContext
+    ) -> service.AccessSecretVersionResponse | bytes:
+        fault = self._fault(request.name)
+        if isinstance(fault, grpc.StatusCode):
+            with self._lock:
+                self.calls.append(Call(request.name, None, self.label))
+            context.abort(fault, f"injected {fault.name}")
+        if fault == "hang":
+            with self._lock:
+                self.calls.append(Call(request.name, None, self.label))
+                self.hanging += 1
+            try:
+                while context.is_active() and not self._released.wait(0.02):
+                    pass
+            finally:
+                with self._lock:
+                    self.hanging -= 1
+            context.abort(grpc.StatusCode.UNAVAILABLE, "released")
+        good = self._access(request, context)
+        if fault == "garbled":
+            return b"\xff\xfe not a protobuf message \x00\x01"
+        if fault == "truncated":
+            whole = service.AccessSecretVersionResponse.serialize(good)
+            return whole[: len(whole) // 2]
+        if fault == "no_payload":
+            return service.AccessSecretVersionResponse(name=good.name)
+        return good
+
     def _access(
         self, request: service.AccessSecretVersionRequest, context: grpc.ServicerContext
     ) -> service.AccessSecretVersionResponse:
@@ -151,9 +196,6 @@ class FakeSecretManager:
         principal = self.principals.lookup(token) if token else None
         with self._lock:
             self.calls.append(Call(request.name, principal, self.label))
-            if self.fail_next:
-                code = self.fail_next.pop(0)
-                context.abort(code, f"injected {code.name}")
         if principal is None:
             context.abort(grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials.")
         secret, _, version = request.name.partition("/versions/")
@@ -179,7 +221,15 @@ class FakeSecretManager:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        self._released.set()
         self._server.stop(grace=None).wait()
+
+
+def _serialize(message: service.AccessSecretVersionResponse | bytes) -> bytes:
+    """The response on the wire; raw bytes pass as they are (the garbled and truncated faults)."""
+    if isinstance(message, bytes):
+        return message
+    return service.AccessSecretVersionResponse.serialize(message)
 
 
 @dataclass

@@ -13,8 +13,10 @@ protocol. What a file names but cannot exist here is provided, never the SPC's m
   trust store is the local CA: ``vaultCACertPath``; OpenBao here has no mTLS, so client
   certificate paths are dropped), cloud endpoints come from daemon settings;
 * the pod carries the tokens the CSIDriver would request, the service account's IAM role is
-  resolved as the EKS annotation would, and an SPC without an identity gets the node publish
-  secret a user would reference.
+  resolved as the EKS annotation would (or, with ``usePodIdentity``, by the node's EKS Pod
+  Identity Agent: the stand-in of tests/aws_pod_identity_agent.py, with an association for the
+  pod's service account), and an SPC without an identity gets the node publish secret a user
+  would reference.
 
 A file that lint passes but that needs what no local server offers (a database engine, a Vault
 namespace, a pinned version id, an ARN chosen by AWS, a value sealed for another key) is skipped
@@ -45,6 +47,8 @@ from provider.lint import Linter
 from providers.registry import Registry
 from providers.vault.params import secret_path
 from tests import test_aws, test_gcp
+from tests.aws_pod_identity_agent import AUDIENCE as POD_IDENTITY_AUDIENCE
+from tests.aws_pod_identity_agent import AgentState, RunningAgent, running_agent
 from tests.azure_fake import ConnectProxy, FakeAzure, TestCA, make_cert
 from tests.azure_fake import pod_token as azure_pod_token
 from tests.gcp_fake import Cluster, FakeGoogleAuth, FakeSecretManager, Principals
@@ -133,6 +137,21 @@ def gcp_env() -> Iterator[test_gcp.GCP]:
         yield test_gcp.GCP(sm, regional, auth, principals, cluster)
 
 
+@pytest.fixture(scope="module")
+def pod_identity_agent(vault_env: Vault, moto_url: str) -> Iterator[RunningAgent]:  # noqa: F811
+    """The node's EKS Pod Identity Agent: checks pod tokens from the test issuer, assumes the
+    association's role at moto (associations are added per SPC)."""
+    state = AgentState(
+        issuer=ISSUER,
+        public_key=vault_env.issuer.key.public_key(),
+        sts_url=moto_url,
+        access_key=("testing", "testing"),
+        associations={},
+    )
+    with running_agent(state) as agent:
+        yield agent
+
+
 class Unavailable(Exception):
     """The SPC needs something no local server can provide."""
 
@@ -146,6 +165,7 @@ class Setup:
     azure: Azure
     gcp: test_gcp.GCP
     aws_token: str
+    agent: RunningAgent
     parameters: dict[str, str]
     pod: Pod
     tokens: dict[str, str] = field(default_factory=dict)
@@ -212,6 +232,11 @@ class Setup:
             raise Unavailable(f"needs the Vault engine at {path.split('/')[0]!r}, not set up locally")
 
     def _aws(self, item: dict[str, Any]) -> None:
+        if str(self.parameters.get("usePodIdentity", "")).strip().lower() == "true":
+            associations = self.agent.state.associations
+            assert isinstance(associations, dict)
+            associations[(self.pod.namespace, self.pod.service_account)] = test_aws.ROLE
+            self.tokens[POD_IDENTITY_AUDIENCE] = self.vault.issuer.mint(self.pod, POD_IDENTITY_AUDIENCE)
         self.tokens[AWS_AUDIENCE] = self.aws_token  # for the default pod; AWS checks only the role trust
         region = self.parameters.get("region") or test_aws.REGION
         self._aws_object(item, region)
@@ -322,13 +347,27 @@ def mount(d: Any, name: str, setup: Setup) -> str | None:
 
 
 @pytest.mark.parametrize("path", CORPUS, ids=lambda p: f"{p.parent.parent.name}/{p.name}")
-def test_lint_and_the_daemon_agree(path, start_daemon, vault_env, moto_url, sa_token, azure_env, gcp_env):  # noqa: F811
+def test_lint_and_the_daemon_agree(
+    path,
+    start_daemon,
+    vault_env,
+    moto_url,  # noqa: F811
+    sa_token,  # noqa: F811
+    azure_env,
+    gcp_env,
+    pod_identity_agent,
+):
     docs = spc_documents(path)
     assert docs, f"{path}: no SecretProviderClass"
     d = start_daemon(
         backends={
             "vault": {"address": vault_env.address},
-            "aws": {"endpoint_url": moto_url, "region": test_aws.REGION, "role_resolver": _role},
+            "aws": {
+                "endpoint_url": moto_url,
+                "region": test_aws.REGION,
+                "role_resolver": _role,
+                "pod_identity_endpoint_ipv4": pod_identity_agent.url,
+            },
             "azure": {"ca_bundle": str(azure_env.ca.ca_path), "proxy": azure_env.proxy.url},
             "gcp": gcp_env.settings(),
         }
@@ -341,7 +380,16 @@ def test_lint_and_the_daemon_agree(path, start_daemon, vault_env, moto_url, sa_t
             assert errors, f"{path} {name}: a non-string parameter never reaches the daemon; lint must say so"
             continue
         namespace = doc["metadata"].get("namespace") or "default"
-        setup = Setup(vault_env, moto_url, azure_env, gcp_env, sa_token, dict(raw), Pod(namespace=namespace))
+        setup = Setup(
+            vault_env,
+            moto_url,
+            azure_env,
+            gcp_env,
+            sa_token,
+            pod_identity_agent,
+            dict(raw),
+            Pod(namespace=namespace),
+        )
         try:
             setup.prepare()
         except InvalidSPC:

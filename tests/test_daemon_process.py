@@ -150,6 +150,51 @@ def test_sigterm_finishes_in_flight_mounts(short_tmp):
         again.wait(20)
 
 
+def test_mounts_still_running_when_the_grace_period_ends_get_a_coded_error(short_tmp):
+    """SIGTERM with a short grace: a quick Mount finishes, a held one ends ``[Unavailable]``."""
+    cfg = short_tmp / "config.yaml"
+    cfg.write_text(
+        "grace_period: 0.5\nmount_timeout: 30\nbackends:\n  slow:\n"
+        "    class: tests.slow_backend:SlowBackend\n    delay: 0.2\n"
+    )
+    proc, sock = start_serve(short_tmp, "--config", str(cfg))
+    results: dict[str, object] = {}
+
+    def call(name: str, delay: float) -> None:
+        objects = json.dumps([{"objectName": "x", "backend": "slow", "value": name, "delay": delay}])
+        with DriverClient(sock) as c:
+            try:
+                results[name] = c.mount(mount_request("spc", {"objects": objects}, Pod(name=name)))
+            except grpc.RpcError as err:
+                results[name] = err
+
+    threads = [
+        threading.Thread(target=call, args=("quick", 0.4)),
+        threading.Thread(target=call, args=("held", 20)),
+    ]
+    for t in threads:
+        t.start()
+    time.sleep(0.2)
+    signalled = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(10)
+    assert proc.wait(10) == 0
+    stopped = time.monotonic() - signalled
+    quick, held = results["quick"], results["held"]
+    assert not isinstance(quick, grpc.RpcError), quick
+    assert quick.files[0].contents == b"quick"
+    assert isinstance(held, grpc.RpcError)
+    assert held.code() == grpc.StatusCode.UNAVAILABLE
+    details = held.details() or ""
+    assert details.startswith("[Unavailable] keygate is shutting down"), details
+    assert "0.5s grace period" in details
+    assert dict(held.trailing_metadata() or ()).get("keygate-error-code") == "Unavailable"
+    assert stopped < 0.5 + 1.0, f"stopping took {stopped:.2f}s with a 0.5 s grace period"
+    log = proc.stderr.read().decode() if proc.stderr else ""
+    assert "in-flight mounts ended" in log and '"code":"Unavailable"' in log.replace(" ", "")
+
+
 def test_keygen_seal_and_mount_with_the_cli(short_tmp):
     out = keygate("keygen", "--out", str(short_tmp))
     assert out.returncode == 0, out.stderr
@@ -258,8 +303,9 @@ def test_readme_documents_every_option_and_command():
     from provider.config import OPTIONS
 
     readme = (ROOT / "README.md").read_text()
+    configuration = (ROOT / "docs" / "configuration.md").read_text()
     for opt in OPTIONS:
-        assert f"`{opt.flag}`" in readme and f"`{opt.env}`" in readme, opt.key
+        assert f"`{opt.flag}`" in configuration and f"`{opt.env}`" in configuration, opt.key
     for command in ("serve", "demo", "keygen", "seal", "lint", "version"):
         assert f"`keygate {command}" in readme, command
     test_line = next(

@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from keygate_dev.driver_client import DriverClient, Pod, mount_request
 from tests.conftest import NodeKey, Running
+from tests.csi_volume import make_volume, off_tmpfs
 from tests.fault_server import FaultVault, NoAccept, closed_port
 from tests.vault_fixtures import Issuer, Vault, free_port, vault  # noqa: F401
 
@@ -132,8 +133,10 @@ def test_connect_timeout_honours_the_deadline_and_request_timeout(start_daemon, 
     try:
         d = start(start_daemon)
         expect_error(d, params(dead.address), issuer.pod(), DEADLINE)
-        quick = start(start_daemon, request_timeout=0.1)
-        msg = expect_error(quick, params(dead.address), issuer.pod(), UNAVAILABLE)
+        # A generous mount deadline: the short request timeout, not the deadline, must end this
+        # one, even when a loaded machine stretches the retries' backoff.
+        quick = start_daemon(mount_timeout=8.0, backends={"vault": {"request_timeout": 0.1}})
+        msg = expect_error(quick, params(dead.address), issuer.pod(), UNAVAILABLE, within=8.0)
         assert "is unreachable while logging in" in msg and "attempts" in msg
     finally:
         dead.stop()
@@ -196,9 +199,8 @@ def test_truncated_or_garbled_answers_are_clean_errors(start_daemon, fault, issu
 
 
 def test_one_failing_path_fails_the_whole_mount_and_writes_nothing(start_daemon, fault, issuer, short_tmp):
-    target = short_tmp / "target"
-    target.mkdir()
-    d = start_daemon(mount_timeout=TIMEOUT, write_files=True)
+    target = make_volume(short_tmp / "kubelet", issuer.pod().uid)
+    d = start_daemon(mount_timeout=TIMEOUT, write_files=True, **off_tmpfs(short_tmp / "kubelet"))
     objects = [
         {"objectName": "password", "secretPath": "secret/data/app/db", "secretKey": "password"},
         {"objectName": "api", "secretPath": "secret/data/app/api", "secretKey": "key"},

@@ -236,7 +236,9 @@ def test_pod_images_volumes_and_namespace(tmp_path, capsys, node_key):
         f"pod.yaml:{line_of(pod_text, 'image:')}: error: Pod web: "
         "container 'web': image 'nginx:1.27' is not pinned" in out
     )
-    assert "nginx:1.27@sha256:<digest>" in out
+    assert (
+        "use `docker.io/library/nginx@sha256:<digest>` (`docker buildx imagetools inspect nginx:1.27`" in out
+    )
 
     code, out = lint(tmp_path, capsys, text, pod(image="nginx@sha256:1234"))
     assert code == 1 and "malformed digest" in out

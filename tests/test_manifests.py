@@ -348,15 +348,15 @@ def test_spc_schema_rejects_what_the_api_server_would():
 
 
 def _doc_overlay(heading: str) -> str:
-    """The kustomization shown in the README under ``heading`` (so the docs stay true)."""
-    text = (ROOT / "README.md").read_text()
+    """The kustomization shown in the install guide under ``heading`` (so the docs stay true)."""
+    text = (ROOT / "docs" / "install.md").read_text()
     section = text[text.index(heading) :]
     block = section[section.index("```yaml\n") + len("```yaml\n") :]
     return block[: block.index("```")]
 
 
 def test_documented_issuer_overlay_sets_the_issuer(tmp_path, short_tmp):
-    body = _doc_overlay("### 2. Set the cluster's service-account issuer").replace(
+    body = _doc_overlay("## 2. Set the cluster's service-account issuer").replace(
         "../keygate/daemonset", "BASE"
     )
     docs = kustomize(_overlay(tmp_path, body))
@@ -370,7 +370,7 @@ def test_documented_tokenreview_overlay_turns_the_mode_on(tmp_path, short_tmp, k
     from provider.app import build_attestor
     from provider.attest.attestor import PodAttestor
 
-    body = _doc_overlay("### 5. Optional: TokenReview attestation").replace("../keygate/daemonset", "BASE")
+    body = _doc_overlay("## 5. Optional: TokenReview attestation").replace("../keygate/daemonset", "BASE")
     docs = kustomize(_overlay(tmp_path, body))
     assert "keygate-tokenreview" in {d["metadata"]["name"] for d in by_kind(docs, "ClusterRoleBinding")}
     (ds,) = by_kind(docs, "DaemonSet")
@@ -401,7 +401,7 @@ def test_pod_watch_component_adds_list_watch_and_turns_it_on(tmp_path):
 
 
 def test_documented_pod_watch_overlay_renders(tmp_path):
-    body = _doc_overlay("### 6. Optional: the node pod watch").replace("../keygate/daemonset", "BASE")
+    body = _doc_overlay("## 6. Optional: the node pod watch").replace("../keygate/daemonset", "BASE")
     docs = kustomize(_overlay(tmp_path, body))
     (ds,) = by_kind(docs, "DaemonSet")
     assert {"name": "KEYGATE_POD_WATCH", "value": "true"} in ds["spec"]["template"]["spec"]["containers"][0][

@@ -213,7 +213,8 @@ def test_unpinned_image_denied_by_default_policy_grpc_code(attest_daemon, kube, 
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert caught.value.details() == (
         "[PermissionDenied] container `app` image `nginx:1.27` is not pinned by digest; use "
-        "`docker.io/library/nginx@sha256:<digest>` (pod default/app-0)"
+        "`docker.io/library/nginx@sha256:<digest>` (`docker buildx imagetools inspect nginx:1.27` "
+        "prints the digest) (pod default/app-0)"
     )
 
 

@@ -75,9 +75,12 @@ class KubeAPI:
             try:
                 config = KubeConfig.from_service_account()
             except (ConfigError, KeyError):
+                from provider.config import describe, local_alternatives
+
                 raise KeygateError(
                     "no in-cluster Kubernetes configuration (service-account token or "
-                    "KUBERNETES_SERVICE_HOST missing); set kube_api_url, kube_ca and kube_token_file"
+                    "KUBERNETES_SERVICE_HOST missing), and keygate reads Pods from the API: set "
+                    f"{describe('kube_api_url', 'kube_ca', 'kube_token_file')}; {local_alternatives()}"
                 ) from None
         single = config.get()
         assert single is not None

@@ -163,7 +163,7 @@ def parse_policy(text: str, source: str) -> Policy:
         clean_digests = set()
         for digest in digests:
             value = digest.rpartition("@")[2] if "@" in digest else digest
-            if not DIGEST_RE.match(value):
+            if not DIGEST_RE.fullmatch(value):
                 raise PolicyError(f"{where}.images.allowedDigests: {digest!r} is not sha256:<64 hex>")
             clean_digests.add(value)
         rules.append(

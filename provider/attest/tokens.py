@@ -17,10 +17,11 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 import os
+import re
 import ssl
 import time
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +30,9 @@ from urllib.parse import urlsplit
 
 import jwt
 
+from provider.attest.issuer_keys import KeyRules, KeySet, key_problem, keys_from_jwks, keys_from_pem
 from provider.attest.reasons import Denial, tag
+from provider.bounded_cache import BoundedCache
 from provider.errors import BackendUnavailable, KeygateError, Unauthenticated
 from provider.request import PodAttributes
 
@@ -40,11 +43,14 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("keygate.attest")
 
-ALLOWED_ALGORITHMS = frozenset(
-    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512"}
-)
-ASYMMETRIC_KTY = frozenset({"RSA", "EC"})
+ALLOWED_ALGORITHMS = KeyRules().algorithms()
 JWKS_TTL = 3600.0
+MAX_ISSUER_DOCUMENT = 512 * 1024
+MAX_TOKEN_CHARS = 16384
+MAX_KID_CHARS = 256
+MAX_NUMERIC_DATE = 253402300799  # 9999-12-31T23:59:59Z
+TIME_CLAIMS = ("exp", "nbf", "iat")
+COMPACT_JWS = re.compile(r"\A[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*\Z")
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,9 +66,17 @@ class VerifiedToken:
 
 
 class KeySource(Protocol):
-    """Where the issuer's public keys come from; ``keys_for`` returns candidates for a kid."""
+    """Where the issuer's public keys come from; ``keys_for`` returns candidates for a kid.
+
+    ``rules`` is the key-strength rule the source applied; ``refusal`` says why a kid the
+    source has seen is not used (None if it is not refused).
+    """
+
+    rules: KeyRules
 
     async def keys_for(self, kid: str | None, alg: str) -> list[Any]: ...
+
+    def refusal(self, kid: str) -> str | None: ...
 
     async def aclose(self) -> None: ...
 
@@ -75,65 +89,26 @@ def _mismatch(why: str) -> Unauthenticated:
     return _reject(why, Denial.TOKEN_POD_MISMATCH)
 
 
-def _kty_for(alg: str) -> str:
-    return "EC" if alg.startswith("ES") else "RSA"
-
-
-def _keys_from_jwks(data: Any, source: str) -> dict[str, tuple[str, Any, str | None]]:
-    """kid -> (kty, public key, alg or None) for the asymmetric signing keys of a JWKS."""
-    if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
-        raise KeygateError(f"{source}: not a JWKS (a JSON object with a 'keys' list)")
-    keys: dict[str, tuple[str, Any, str | None]] = {}
-    for index, item in enumerate(data["keys"]):
-        if not isinstance(item, dict) or item.get("kty") not in ASYMMETRIC_KTY:
-            continue
-        if item.get("use", "sig") != "sig":
-            continue
-        try:
-            jwk = jwt.PyJWK(item)
-        except jwt.PyJWTError:
-            log.warning("skipping an unusable JWKS key", extra={"source": source, "index": index})
-            continue
-        kid = str(item.get("kid") or f"#{index}")
-        alg = item.get("alg") if isinstance(item.get("alg"), str) else None
-        keys[kid] = (str(item["kty"]), jwk.key, alg)
-    return keys
-
-
-def _kid_for_pem(public_key: Any) -> str:
-    """The key id the API server gives its key: base64url(SHA-256(DER SubjectPublicKeyInfo))."""
-    from cryptography.hazmat.primitives import serialization
-
-    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    return base64.urlsafe_b64encode(hashlib.sha256(der).digest()).rstrip(b"=").decode()
-
-
-def _select(keys: Mapping[str, tuple[str, Any, str | None]], kid: str | None, alg: str) -> list[Any]:
-    kty = _kty_for(alg)
-    if kid is not None:
-        entry = keys.get(kid)
-        if entry is None:
-            return []
-        return [entry[1]] if entry[0] == kty and entry[2] in (None, alg) else []
-    return [key for t, key, a in keys.values() if t == kty and a in (None, alg)]
-
-
 class StaticKeys:
-    """Keys from files: PEM public keys (kid as the API server derives it) and/or JWKS documents."""
+    """Keys from files: PEM public keys (kid as the API server derives it) and/or JWKS documents.
 
-    def __init__(self, pem_files: Sequence[str], jwks_files: Sequence[str]) -> None:
-        from cryptography.hazmat.primitives.asymmetric import ec, rsa
-        from cryptography.hazmat.primitives.serialization import load_pem_public_key
+    A file is the operator's own statement of the issuer's keys, so any key in it that keygate
+    would not use (too weak, wrong type, unreadable) stops start-up with the file and kid named.
+    """
 
-        self.keys: dict[str, tuple[str, Any, str | None]] = {}
+    def __init__(
+        self, pem_files: Sequence[str], jwks_files: Sequence[str], rules: KeyRules | None = None
+    ) -> None:
+        self.rules = rules or KeyRules()
+        self.keys = KeySet()
         for path in jwks_files:
             try:
-                data = json.loads(Path(path).read_text())
+                data = json.loads(Path(path).read_text(), parse_constant=_no_constant)
             except OSError as exc:
                 raise KeygateError(f"cannot read jwks_file {path}: {os.strerror(exc.errno or 0)}") from None
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise KeygateError(f"jwks_file {path} is not valid JSON") from None
-            self.keys.update(_keys_from_jwks(data, path))
+            self._take(keys_from_jwks(data, f"jwks_file {path}", self.rules), f"jwks_file {path}")
         for path in pem_files:
             try:
                 pem = Path(path).read_bytes()
@@ -141,28 +116,32 @@ class StaticKeys:
                 raise KeygateError(
                     f"cannot read issuer_key_file {path}: {os.strerror(exc.errno or 0)}"
                 ) from None
-            blocks = [b + b"-----END PUBLIC KEY-----\n" for b in pem.split(b"-----END PUBLIC KEY-----")[:-1]]
-            if not blocks:
-                raise KeygateError(f"issuer_key_file {path} holds no PEM 'PUBLIC KEY' block")
-            for block in blocks:
-                try:
-                    key = load_pem_public_key(block.strip() + b"\n")
-                except ValueError:
-                    raise KeygateError(f"issuer_key_file {path}: unreadable PEM public key") from None
-                if isinstance(key, rsa.RSAPublicKey):
-                    self.keys[_kid_for_pem(key)] = ("RSA", key, None)
-                elif isinstance(key, ec.EllipticCurvePublicKey):
-                    self.keys[_kid_for_pem(key)] = ("EC", key, None)
-                else:
-                    raise KeygateError(f"issuer_key_file {path}: only RSA and EC keys can sign tokens")
-        if not self.keys:
+            self._take(keys_from_pem(pem, path, self.rules), f"issuer_key_file {path}")
+        if not self.keys.keys:
             raise KeygateError("the issuer key files hold no RSA or EC signing key")
 
+    def _take(self, found: KeySet, where: str) -> None:
+        if found.refused:
+            kid, reason = next(iter(found.refused.items()))
+            more = f" (and {len(found.refused) - 1} more)" if len(found.refused) > 1 else ""
+            raise KeygateError(
+                f"{where}: issuer key {kid!r} {reason}{more}; remove it from the file "
+                "(keygate does not start with a key it would refuse to use)"
+            )
+        self.keys.update(found)
+
     async def keys_for(self, kid: str | None, alg: str) -> list[Any]:
-        return _select(self.keys, kid, alg)
+        return self.keys.select(kid, alg)
+
+    def refusal(self, kid: str) -> str | None:
+        return self.keys.refused.get(kid)
 
     async def aclose(self) -> None:
         return None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"non-standard JSON constant {name}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,16 +164,25 @@ class OIDCKeys:
 
     An unknown kid triggers a refresh at most once per ``min_refresh`` seconds, so a stream of
     tokens with invented kids cannot turn the daemon into a load generator against the API.
+    A published key keygate would not use (too weak, unreadable) is left out with a warning
+    naming its kid; the other keys keep working, and a token naming it is refused with the reason.
     """
 
     def __init__(
-        self, issuer: str, http: HTTPSettings, *, jwks_url: str = "", min_refresh: float = 10.0
+        self,
+        issuer: str,
+        http: HTTPSettings,
+        *,
+        jwks_url: str = "",
+        min_refresh: float = 10.0,
+        rules: KeyRules | None = None,
     ) -> None:
-        self.issuer = issuer.rstrip("/")
+        self.issuer = issuer
         self.http = http
         self.jwks_url = jwks_url
         self.min_refresh = min_refresh
-        self.keys: dict[str, tuple[str, Any, str | None]] = {}
+        self.rules = rules or KeyRules()
+        self.keys = KeySet()
         self.fetched_at = 0.0
         self.attempted_at = -1e18
         self.fetches = 0
@@ -221,19 +209,31 @@ class OIDCKeys:
         return {}
 
     async def _get_json(self, url: str) -> Any:
+        """GET a discovery or JWKS document of at most MAX_ISSUER_DOCUMENT bytes (the key set is
+        kept for an hour, so its size is what the JWKS cache holds)."""
         import httpx2
 
+        body = bytearray()
         try:
-            response = await self._http().get(url, headers=self._headers(url))
+            async with self._http().stream("GET", url, headers=self._headers(url)) as response:
+                if response.status_code != 200:
+                    raise BackendUnavailable(
+                        f"the token issuer answered {url} with HTTP {response.status_code}"
+                    )
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > MAX_ISSUER_DOCUMENT:
+                        raise BackendUnavailable(
+                            f"the token issuer's {url} is larger than {MAX_ISSUER_DOCUMENT // 1024} KiB; "
+                            "a key set is a few KiB"
+                        )
         except httpx2.HTTPError as exc:
             raise BackendUnavailable(
                 f"cannot reach the token issuer at {url} ({type(exc).__name__}); no token can be verified"
             ) from None
-        if response.status_code != 200:
-            raise BackendUnavailable(f"the token issuer answered {url} with HTTP {response.status_code}")
         try:
-            return response.json()
-        except ValueError:
+            return json.loads(body)
+        except (ValueError, RecursionError):
             raise BackendUnavailable(f"the token issuer's {url} is not JSON") from None
 
     async def _discover(self, base: str) -> str:
@@ -241,7 +241,7 @@ class OIDCKeys:
         discovery = await self._get_json(base + "/.well-known/openid-configuration")
         if not isinstance(discovery, dict) or not isinstance(discovery.get("jwks_uri"), str):
             raise BackendUnavailable(f"the openid-configuration at {base} has no jwks_uri")
-        if str(discovery.get("issuer", "")).rstrip("/") != self.issuer:
+        if discovery.get("issuer") != self.issuer:
             raise BackendUnavailable(
                 f"the openid-configuration at {base} names issuer {discovery.get('issuer')!r}, "
                 f"not the configured {self.issuer!r}"
@@ -267,27 +267,35 @@ class OIDCKeys:
                 log.info("API server discovery did not vouch for the issuer", extra={"error": exc.message})
             else:
                 return api + "/openid/v1/jwks"
-        return await self._discover(self.issuer)
+        return await self._discover(self.issuer.rstrip("/"))
 
     async def refresh(self) -> None:
         self.attempted_at = time.monotonic()
         url = self.jwks_url or await self._jwks_url()
         try:
-            keys = _keys_from_jwks(await self._get_json(url), url)
+            keys = keys_from_jwks(await self._get_json(url), url, self.rules)
         except KeygateError as exc:
             raise BackendUnavailable(exc.message) from None
         self.keys = keys
         self.fetched_at = time.monotonic()
         self.fetches += 1
-        log.info("issuer keys fetched", extra={"jwks_url": url, "key_ids": sorted(keys)})
+        for kid, reason in keys.refused.items():
+            log.warning(
+                "issuer key refused; tokens it signs are rejected",
+                extra={"jwks_url": url, "kid": kid, "reason": reason},
+            )
+        log.info("issuer keys fetched", extra={"jwks_url": url, "key_ids": sorted(keys.keys)})
+
+    def refusal(self, kid: str) -> str | None:
+        return self.keys.refused.get(kid)
 
     async def keys_for(self, kid: str | None, alg: str) -> list[Any]:
         if self._lock is None:
             self._lock = asyncio.Lock()
         now = time.monotonic()
-        if not self.keys or now - self.fetched_at > JWKS_TTL:
+        if not self.fetches or now - self.fetched_at > JWKS_TTL:
             async with self._lock:
-                if not self.keys:
+                if not self.fetches:
                     await self.refresh()
                 elif time.monotonic() - self.fetched_at > JWKS_TTL:
                     try:
@@ -299,14 +307,14 @@ class OIDCKeys:
                         log.warning(
                             "issuer key refresh failed; using cached keys", extra={"error": exc.message}
                         )
-        found = _select(self.keys, kid, alg)
-        if found or kid is None:
+        found = self.keys.select(kid, alg)
+        if found or kid is None or kid in self.keys.refused:
             return found
         async with self._lock:
-            found = _select(self.keys, kid, alg)
+            found = self.keys.select(kid, alg)
             if not found and time.monotonic() - self.attempted_at >= self.min_refresh:
                 await self.refresh()
-                found = _select(self.keys, kid, alg)
+                found = self.keys.select(kid, alg)
         return found
 
     async def aclose(self) -> None:
@@ -324,29 +332,94 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return seen
 
 
-def _segments(token: str) -> dict[str, Any]:
-    """The JOSE header, after checking header and payload for duplicate members.
+def _segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The JOSE header and the claims, after checking both for duplicate members.
 
-    Duplicates are refused because parsers disagree on which one wins. The header is read here
-    only to pick the key; PyJWT then verifies the whole token (including that ``alg`` is the one
-    we chose the key for).
+    Duplicates are refused because parsers disagree on which one wins, and so are the
+    non-standard constants ``NaN`` and ``Infinity``. The header is read here only to pick the
+    key; PyJWT then verifies the whole token (including that ``alg`` is the one we chose the key
+    for).
     """
+    if len(token) > MAX_TOKEN_CHARS:
+        raise _reject(f"is longer than {MAX_TOKEN_CHARS} characters; it is not a service-account token")
+    if not COMPACT_JWS.fullmatch(token):
+        raise _reject(
+            "is malformed (a JWS has three dot-separated base64url parts and nothing else; "
+            "truncated, padded or re-encoded?)"
+        )
     parsed: list[Any] = []
     for segment in token.split(".")[:2]:
         try:
             raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-            parsed.append(json.loads(raw, object_pairs_hook=_no_duplicates))
+            parsed.append(json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant))
         except binascii.Error:
             raise _reject("is malformed (bad base64url; truncated or not a JWT)") from None
-        except ValueError as exc:
-            raise _reject(f"is malformed ({exc}; truncated or not a JWT)") from None
+        except (ValueError, RecursionError) as exc:
+            raise _reject(f"is malformed ({str(exc)[:120]}; truncated or not a JWT)") from None
     if not isinstance(parsed[0], dict) or not isinstance(parsed[1], dict):
         raise _reject("is malformed (header and payload must be JSON objects)")
-    return parsed[0]
+    return parsed[0], parsed[1]
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "a number"
+
+
+def _check_claim_types(claims: Mapping[str, Any]) -> None:
+    """Time claims are JSON numbers (RFC 7519 NumericDate), ``iss`` a string, ``aud`` a string or
+    a list of strings. PyJWT would coerce ``"exp": "9999999999"`` with ``int()``; keygate reads
+    the claims exactly as the API server writes them."""
+    for name in TIME_CLAIMS:
+        if name not in claims:
+            continue
+        value = claims[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise _reject(
+                f"has {name!r} as {_json_type(value)}; it must be a JSON number (seconds since the epoch)"
+            )
+        if not math.isfinite(value) or not 0 <= value <= MAX_NUMERIC_DATE:
+            raise _reject(f"has {name!r} out of range; a NumericDate is between 0 and {MAX_NUMERIC_DATE}")
+    for name in ("iss", "sub"):
+        if name in claims and not isinstance(claims[name], str):
+            raise _reject(f"has {name!r} as {_json_type(claims[name])}; it must be a string")
+    aud = claims.get("aud")
+    if not (
+        aud is None
+        or isinstance(aud, str)
+        or (isinstance(aud, list) and all(isinstance(a, str) for a in aud))
+    ):
+        raise _reject("has an 'aud' that is neither a string nor a list of strings")
+
+
+def _audiences(claims: Mapping[str, Any]) -> list[str]:
+    """RFC 7519 4.1.3: ``aud`` is one string or a list of strings (types checked before)."""
+    aud = claims.get("aud")
+    if isinstance(aud, str):
+        return [aud]
+    return list(aud) if isinstance(aud, list) else []
+
+
+def _str_claim(container: Mapping[str, Any], name: str, what: str) -> str:
+    value = container.get(name)
+    if not isinstance(value, str) or not value:
+        raise _reject(f"has no string {what} claim")
+    return value
 
 
 VERIFIED_TTL = 30.0
 VERIFIED_MAX = 4096
+VERIFIED_MAX_BYTES = 1024 * 1024
+VERIFIED_ENTRY_BYTES = 8 * 1024
 
 
 class TokenVerifier:
@@ -365,12 +438,17 @@ class TokenVerifier:
         if keys is None and kube is None:
             raise KeygateError("token verification needs issuer keys or TokenReview")
         self.audience = audience
-        self.issuer = issuer.rstrip("/")
+        self.issuer = issuer
         self.keys = keys
         self.kube = kube
         self.clock_skew = clock_skew
         self.node_name = node_name
-        self._verified: OrderedDict[bytes, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._verified: BoundedCache[bytes, tuple[float, dict[str, Any]]] = BoundedCache(
+            "verified tokens",
+            max_entries=VERIFIED_MAX,
+            max_bytes=VERIFIED_MAX_BYTES,
+            max_entry_bytes=VERIFIED_ENTRY_BYTES,
+        )
 
     async def verify(self, token: str, pod: PodAttributes) -> VerifiedToken:
         if self.keys is None:
@@ -386,7 +464,8 @@ class TokenVerifier:
         parsing plus verifying a JWS dominates a Mount's CPU. A token that verified within the
         last ``VERIFIED_TTL`` seconds is not re-verified, but its time claims are re-checked on
         every call and the pod binding is always checked by the caller; keys are cached for far
-        longer than this anyway, so no revocation is delayed by it.
+        longer than this anyway, so no revocation is delayed by it. The memo is bounded by
+        entries and bytes; claims above VERIFIED_ENTRY_BYTES are verified every time.
         """
         digest = hashlib.sha256(token.encode()).digest()
         now = time.time()
@@ -397,37 +476,46 @@ class TokenVerifier:
                 claims.get("nbf", claims["iat"])
             ):
                 return claims
-            self._verified.pop(digest, None)
+            self._verified.pop(digest)
         claims = await self._decode(token)
         if isinstance(claims.get("exp"), int | float) and isinstance(claims.get("iat"), int | float):
-            self._verified[digest] = (now, claims)
-            if len(self._verified) > VERIFIED_MAX:
-                self._verified.popitem(last=False)
+            self._verified.put(digest, (now, claims), expires=time.monotonic() + VERIFIED_TTL)
         return claims
 
     async def _decode(self, token: str) -> dict[str, Any]:
         assert self.keys is not None
-        if token.count(".") != 2:
-            raise _reject("is malformed (a JWS has three dot-separated parts; truncated?)")
-        header = _segments(token)
+        header, payload = _segments(token)
+        allowed = self.keys.rules.algorithms()
         alg = header.get("alg")
-        if not isinstance(alg, str) or alg not in ALLOWED_ALGORITHMS:
-            raise _reject(
-                f"uses algorithm {alg!r}; only asymmetric signatures are accepted "
-                f"({', '.join(sorted(ALLOWED_ALGORITHMS))})"
+        if not isinstance(alg, str) or alg not in allowed:
+            what = (
+                f"uses algorithm {alg[:40]!r}"
+                if isinstance(alg, str)
+                else "has no 'alg' header"
+                if alg is None
+                else f"has 'alg' as {_json_type(alg)}"
             )
+            raise _reject(f"{what}; only asymmetric signatures are accepted ({', '.join(sorted(allowed))})")
+        if "crit" in header or "b64" in header:
+            raise _reject("has a 'crit' or 'b64' header (JWS extensions keygate does not implement)")
         kid = header.get("kid")
-        if kid is not None and not isinstance(kid, str):
-            raise _reject("has a non-string 'kid' header")
+        if kid is not None and (not isinstance(kid, str) or not kid or len(kid) > MAX_KID_CHARS):
+            raise _reject(f"has a 'kid' header that is not a string of 1 to {MAX_KID_CHARS} characters")
+        _check_claim_types(payload)
         candidates = await self.keys.keys_for(kid, alg)
+        refused = self.keys.refusal(kid) if kid is not None else None
+        if refused is not None:
+            raise _reject(f"is signed with issuer key {kid!r}, which keygate refuses: that key {refused}")
         if not candidates:
             raise _reject(
                 f"is signed with key id {kid!r} ({alg}), which is not among the issuer's keys"
-                if kid
+                if kid is not None
                 else f"has no key id and no {alg} issuer key exists"
             )
         last: Exception | None = None
         for key in candidates:
+            if key_problem(key, self.keys.rules) is not None:
+                continue  # a key source that skipped the strength rule still cannot verify with it
             try:
                 claims: dict[str, Any] = jwt.decode(
                     token,
@@ -438,6 +526,7 @@ class TokenVerifier:
                         "verify_aud": False,
                         "verify_iss": False,
                         "require": ["exp", "iat", "iss", "sub"],
+                        "enforce_minimum_key_length": True,
                     },
                 )
                 break
@@ -461,14 +550,17 @@ class TokenVerifier:
         else:
             raise _reject(f"signature does not verify with issuer key {kid!r}") from last
         iss = claims.get("iss")
-        if not isinstance(iss, str) or iss.rstrip("/") != self.issuer:
-            raise _reject(f"was issued by {iss!r}, not the configured issuer {self.issuer!r}")
-        aud = claims.get("aud")
-        audiences = [aud] if isinstance(aud, str) else aud if isinstance(aud, list) else []
+        if iss != self.issuer:
+            raise _reject(
+                f"was issued by {str(iss)[:200]!r}, not the configured issuer {self.issuer!r} "
+                "(issuers are compared exactly, as the API server does)"
+            )
+        audiences = _audiences(claims)
         if not audiences:
             raise _reject(f"has no audience; keygate accepts only tokens for audience {self.audience!r}")
         if self.audience not in audiences:
-            raise _reject(f"is for audience(s) {audiences!r}, not {self.audience!r}")
+            shown = repr(audiences) if len(repr(audiences)) <= 200 else repr(audiences)[:200] + "..."
+            raise _reject(f"is for audience(s) {shown}, not {self.audience!r}")
         return claims
 
     def _bind(self, claims: Mapping[str, Any], pod: PodAttributes) -> VerifiedToken:
@@ -483,12 +575,13 @@ class TokenVerifier:
             )
         if sa_claim is None or not isinstance(k8s.get("namespace"), str):
             raise _reject("lacks kubernetes.io namespace/serviceaccount claims")
+        node = k8s.get("node")
         got = VerifiedToken(
             namespace=k8s["namespace"],
-            service_account=str(sa_claim.get("name", "")),
-            pod_name=str(pod_claim.get("name", "")),
-            pod_uid=str(pod_claim.get("uid", "")),
-            node_name=str(k8s["node"].get("name")) if isinstance(k8s.get("node"), dict) else None,
+            service_account=_str_claim(sa_claim, "name", "kubernetes.io.serviceaccount.name"),
+            pod_name=_str_claim(pod_claim, "name", "kubernetes.io.pod.name"),
+            pod_uid=_str_claim(pod_claim, "uid", "kubernetes.io.pod.uid"),
+            node_name=_str_claim(node, "name", "kubernetes.io.node.name") if isinstance(node, dict) else None,
             expires=float(claims["exp"]) if isinstance(claims.get("exp"), int | float) else None,
         )
         if claims.get("sub") != f"system:serviceaccount:{got.namespace}:{got.service_account}":
@@ -520,7 +613,7 @@ class TokenVerifier:
             error = str(status.get("error") or "not authenticated")[:200]
             raise _reject(f"was rejected by the API server's TokenReview: {error}")
         audiences = status.get("audiences") or []
-        if self.audience not in audiences:
+        if not isinstance(audiences, list) or self.audience not in audiences:
             raise _reject(
                 f"is not valid for audience {self.audience!r} (TokenReview audiences {audiences!r})"
             )

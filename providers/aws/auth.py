@@ -1,4 +1,5 @@
-"""Who an AWS Mount acts as: the pod's IAM role through its own web-identity token (IRSA), or
+"""Who an AWS Mount acts as: the pod's IAM role through its own web-identity token (IRSA), the
+pod's EKS Pod Identity association (``usePodIdentity``, :mod:`providers.aws.pod_identity`), or
 static keys from the volume's nodePublishSecretRef; never the node's or the daemon's identity."""
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from provider.domain import FetchContext, PodIdentity
 from provider.errors import InvalidSPC
 from providers.aws.params import ROLE_ANNOTATION
+from providers.aws.pod_identity import PodIdentityRequest, request_for
 from providers.common.schema import Values
 from providers.common.tokens import pod_token
 
@@ -18,7 +20,7 @@ DEFAULT_AUDIENCE = "sts.amazonaws.com"
 STATIC_KEY_ID = "awsAccessKeyId"
 STATIC_SECRET_KEY = "awsSecretAccessKey"  # noqa: S105 - a field name, not a secret
 STATIC_SESSION_TOKEN = "awsSessionToken"  # noqa: S105 - a field name, not a secret
-ROLE_ARN_RE = re.compile(r"arn:[A-Za-z0-9-]+:iam::\d{12}:role/[\w+=,.@/-]+")
+ROLE_ARN_RE = re.compile(r"\Aarn:[A-Za-z0-9-]+:iam::[0-9]{12}:role/[A-Za-z0-9_+=,.@/-]+\Z")
 
 RoleResolver = Callable[[PodIdentity], Awaitable[str | None]]
 """Looks up a pod's IAM role (e.g. its service account's ``eks.amazonaws.com/role-arn``)."""
@@ -35,7 +37,7 @@ class Credentials:
 
 @dataclass(frozen=True, slots=True)
 class Auth:
-    """How this mount authenticates: web identity as the pod, or static node-secret keys."""
+    """How this mount authenticates: web identity as the pod, Pod Identity, or static keys."""
 
     kind: str
     cache_key: tuple[str, ...]
@@ -43,6 +45,7 @@ class Auth:
     session_name: str = ""
     token: str = field(default="", repr=False)
     static: Credentials | None = None
+    pod_identity: PodIdentityRequest | None = None
 
 
 def session_name(pod: PodIdentity) -> str:
@@ -57,7 +60,11 @@ def session_name(pod: PodIdentity) -> str:
 async def resolve(
     ctx: FetchContext, values: Values, audience: str, role_resolver: RoleResolver | None
 ) -> Auth:
-    """Static keys if the node publish secret holds them, else the pod's role (SPC or resolver)."""
+    """Pod Identity when the SPC asks for it; else static keys if the node publish secret holds
+    them; else the pod's role (SPC or resolver)."""
+    agent_request = request_for(ctx, values)
+    if agent_request is not None:
+        return Auth("pod-identity", agent_request.cache_key, pod_identity=agent_request)
     node = ctx.node_secrets
     if node.get(STATIC_KEY_ID) or node.get(STATIC_SECRET_KEY):
         if not (node.get(STATIC_KEY_ID) and node.get(STATIC_SECRET_KEY)):

@@ -1,4 +1,4 @@
-"""AWS Secrets Manager and SSM Parameter Store, authenticated as the pod (IRSA-style).
+"""AWS Secrets Manager and SSM Parameter Store, authenticated as the pod (IRSA or EKS Pod Identity).
 
 The SPC vocabulary is the AWS provider's (``region``, ``failoverRegion``, ``pathTranslation``,
 ``objects`` with ``objectName``/``objectType``/``objectAlias``/``objectVersion``/
@@ -7,8 +7,10 @@ The SPC vocabulary is the AWS provider's (``region``, ``failoverRegion``, ``path
 
 Credentials come from ``sts:AssumeRoleWithWebIdentity`` with the pod's own projected
 service-account token (audience ``sts.amazonaws.com``), so a pod gets exactly what its IAM role's
-trust policy grants its service account, never the node's or the daemon's permissions. Static keys
-are accepted only from the volume's nodePublishSecretRef.
+trust policy grants its service account, never the node's or the daemon's permissions; with
+``usePodIdentity`` the node's EKS Pod Identity Agent makes that exchange instead
+(:mod:`providers.aws.pod_identity`). Static keys are accepted only from the volume's
+nodePublishSecretRef.
 """
 
 from __future__ import annotations

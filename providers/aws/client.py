@@ -26,6 +26,7 @@ from provider.errors import (
 )
 from providers.aws.auth import Auth, Credentials
 from providers.aws.params import Plan, Target
+from providers.aws.pod_identity import PodIdentityAgent
 from providers.common.errors import is_retryable
 from providers.common.runtime import ClientCache, Retryable, WorkerPool
 
@@ -109,9 +110,12 @@ def translate_error(exc: Exception, what: str, region: str) -> KeygateError:
     from botocore.exceptions import (
         ConnectionError as BotoConnectionError,
     )
+    from botocore.parsers import ResponseParserError
 
     if isinstance(exc, HTTPClientError | BotoConnectionError):
         return Retryable(f"cannot reach AWS in {region} for {what} ({type(exc).__name__})")
+    if isinstance(exc, ResponseParserError):
+        return Retryable(f"{what}: AWS sent an unreadable answer in {region} ({type(exc).__name__})")
     if isinstance(exc, ParamValidationError):
         return InvalidSPC(f"{what}: AWS rejected the request parameters (check objectName and versions)")
     if not isinstance(exc, ClientError):
@@ -127,9 +131,9 @@ def translate_error(exc: Exception, what: str, region: str) -> KeygateError:
         )
     if code in UNAUTHENTICATED:
         return Unauthenticated(f"{what}: AWS rejected the credentials in {region} ({code})")
-    if code in THROTTLED or (status and is_retryable(status) and status < 500):
+    if code in THROTTLED or status == 429:
         return Retryable(f"{what}: throttled by AWS in {region} ({code})")
-    if code in TRANSIENT or status >= 500:
+    if code in TRANSIENT or is_retryable(status):
         return Retryable(f"{what}: AWS error in {region} ({code or status})")
     if code in BAD_REQUEST:
         return InvalidSPC(f"{what}: AWS refused the request in {region} ({code})")
@@ -157,6 +161,7 @@ class AWSClients:
         self.connect_timeout = float(settings.get("connect_timeout", 5.0))
         self.read_timeout = float(settings.get("read_timeout", 10.0))
         self.stats = stats
+        self.pod_identity = PodIdentityAgent(settings)
         self._pool = pool
         self._workers = workers
         self.credentials: ClientCache[tuple[str, ...], tuple[Credentials, float]] = ClientCache()
@@ -198,7 +203,11 @@ class AWSClients:
             )
 
     def _assume(self, auth: Auth, region: str) -> tuple[Credentials, float]:
-        """Exchange the pod's token for temporary credentials (unsigned STS call)."""
+        """Exchange the pod's token for temporary credentials (unsigned STS call, or the agent)."""
+        if auth.pod_identity is not None:
+            self.stats["PodIdentityAgent"] += 1
+            got = self.pod_identity.credentials(auth.pod_identity)
+            return Credentials(got.access_key, got.secret_key, got.session_token), got.expires
         sts = self._new_client("sts", region, self._sts_endpoint(region), None)
         self.stats["AssumeRoleWithWebIdentity"] += 1
         try:
@@ -209,8 +218,13 @@ class AWSClients:
             raise translate_error(
                 exc, f"AssumeRoleWithWebIdentity for role {auth.role_arn}", region
             ) from None
-        raw = response["Credentials"]
-        expiration = raw["Expiration"]
+        raw = response.get("Credentials")
+        if not isinstance(raw, dict) or not all(
+            isinstance(raw.get(k), str) for k in ("AccessKeyId", "SecretAccessKey", "SessionToken")
+        ):
+            what = f"AssumeRoleWithWebIdentity for role {auth.role_arn}"
+            raise Retryable(f"{what}: AWS sent an unreadable answer in {region}")
+        expiration = raw.get("Expiration")
         if isinstance(expiration, datetime):
             lifetime = (expiration - datetime.now(UTC)).total_seconds()
         else:
@@ -252,11 +266,18 @@ class AWSClients:
         except Exception as exc:  # noqa: BLE001 - translated below, never echoed
             what = f"{plan.where}: Secrets Manager secret {target.name!r}"
             raise translate_error(exc, what, target.region) from None
+        arn = response.get("ARN")
+        if not isinstance(arn, str) or (
+            response.get("SecretString") is None and not response.get("SecretBinary")
+        ):
+            # a 200 whose body botocore could not read (it yields an empty result, not an error)
+            what = f"{plan.where}: Secrets Manager secret {target.name!r}"
+            raise Retryable(f"{what}: AWS sent an unreadable answer in {target.region}")
         if response.get("SecretString") is not None:
             contents = str(response["SecretString"]).encode()
         else:
-            contents = bytes(response.get("SecretBinary") or b"")
-        return Value(str(response["ARN"]), str(response.get("VersionId", "")), contents)
+            contents = bytes(response["SecretBinary"])
+        return Value(arn, str(response.get("VersionId", "")), contents)
 
     def get_parameters(self, client: Any, batch: Sequence[tuple[Target, Sequence[Plan]]]) -> list[Value]:
         names = [target.ssm_request for target, _ in batch]
@@ -267,6 +288,11 @@ class AWSClients:
         except Exception as exc:  # noqa: BLE001 - translated below, never echoed
             what = ", ".join(f"{plans[0].where}" for _, plans in batch)
             raise translate_error(exc, f"SSM parameters for {what}", first.primary.region) from None
+        if not isinstance(response.get("Parameters"), list):
+            what = ", ".join(f"{plans[0].where}" for _, plans in batch)
+            raise Retryable(
+                f"SSM parameters for {what}: AWS sent an unreadable answer in {first.primary.region}"
+            )
         invalid = set(response.get("InvalidParameters") or [])
         by_base: dict[str, dict[str, Any]] = {}
         for parameter in response.get("Parameters") or []:

@@ -23,10 +23,10 @@ TYPE_BY_ARN_SERVICE = {"secretsmanager": SECRETS_MANAGER, "ssm": SSM_PARAMETER}
 ROLE_ANNOTATION = "eks.amazonaws.com/role-arn"
 ARN_MARKER = r"arn:[A-Za-z0-9-]+:(secretsmanager|ssm):"
 ARN_RE = re.compile(
-    r"^arn:(?P<partition>[A-Za-z0-9-]+):(?P<service>[A-Za-z0-9-]+):(?P<region>[A-Za-z0-9-]*):"
-    r"(?P<account>\d*):(?P<resource>.+)\Z"
+    r"\Aarn:(?P<partition>[A-Za-z0-9-]+):(?P<service>[A-Za-z0-9-]+):(?P<region>[A-Za-z0-9-]*):"
+    r"(?P<account>[0-9]*):(?P<resource>.+)\Z"
 )
-REGION_RE = re.compile(r"[a-z]{2}(-[a-z]+)+-\d+")
+REGION_RE = re.compile(r"\A[a-z]{2}(-[a-z]+)+-[0-9]+\Z")
 
 
 def translate_path(name: str, parameters: Mapping[str, str]) -> str:
@@ -200,6 +200,14 @@ def _regions(given: RuleInput) -> None:
         raise InvalidSPC("parameter 'failoverRegion' must differ from 'region'")
 
 
+def _pod_identity(given: RuleInput) -> None:
+    if given.parameters.flag("usePodIdentity") and given.parameters.text("roleArn"):
+        raise InvalidSPC(
+            "parameter 'roleArn' is not used with usePodIdentity: the role comes from the EKS Pod "
+            "Identity association of the service account; remove one of them"
+        )
+
+
 def _path_translation(given: RuleInput) -> None:
     translate_path("", {"pathTranslation": given.parameters.text("pathTranslation")})
 
@@ -215,7 +223,8 @@ def _object(given: RuleInput) -> None:
 
 SCHEMA = Schema(
     backend="aws",
-    summary="AWS Secrets Manager and SSM Parameter Store, with the pod's own IAM role (IRSA).",
+    summary="AWS Secrets Manager and SSM Parameter Store, with the pod's own IAM role "
+    "(IRSA or EKS Pod Identity).",
     parameters=(
         Spec(
             "region",
@@ -229,12 +238,17 @@ SCHEMA = Schema(
         Spec("roleArn", f"IAM role the pod assumes (default: the service account's {ROLE_ANNOTATION})"),
         Spec(
             "usePodIdentity",
-            "EKS Pod Identity",
+            "true: credentials from the node's EKS Pod Identity Agent (pod token for "
+            "pods.eks.amazonaws.com) instead of IRSA",
             kind="bool",
-            refused="EKS Pod Identity is not supported yet; use IRSA: set 'roleArn' or annotate the "
-            f"service account with {ROLE_ANNOTATION}",
         ),
-        Spec("preferredAddressType", "accepted for compatibility with the AWS provider; not used"),
+        Spec(
+            "preferredAddressType",
+            "Pod Identity Agent address: ipv4, ipv6 or auto (IPv4, then IPv6 if IPv4 is unreachable)",
+            kind="choice",
+            choices=("auto", "ipv4", "ipv6"),
+            invalid="{where} must be ipv4, ipv6 or auto, not {value!r}",
+        ),
     ),
     fields=(
         Spec("objectType", "secretsmanager or ssmparameter (implied by an ARN objectName)"),
@@ -254,7 +268,7 @@ SCHEMA = Schema(
         ),
     ),
     object_markers=(Marker("objectType", values=OBJECT_TYPES), Marker("objectName", pattern=ARN_MARKER)),
-    spc_rules=(_regions, _path_translation),
+    spc_rules=(_regions, _pod_identity, _path_translation),
     object_rules=(_object,),
     default_path=default_path,
 )

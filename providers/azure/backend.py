@@ -24,13 +24,14 @@ Settings (``backends.azure`` in the daemon config file), all optional:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
 from provider.domain import FetchContext, Fetched, SecretObject
-from provider.errors import KeygateError, SecretNotFound
+from provider.errors import DeadlineExceeded, KeygateError, SecretNotFound
 from providers.azure import auth, client
 from providers.azure.client import Clients, KeyVault, Target
 from providers.azure.params import CLOUDS, SCHEMA
@@ -85,7 +86,13 @@ class AzureBackend:
     async def fetch(self, objects: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
         target = self._target(ctx.parameters)
         clients = await auth.clients_for(self._kv, target, ctx, self._audience)
-        results = await gather_all([self._fetch_object(obj, target, clients, ctx) for obj in objects])
+        try:
+            results = await gather_all([self._fetch_object(obj, target, clients, ctx) for obj in objects])
+        except (DeadlineExceeded, asyncio.CancelledError):
+            # A worker may still be blocked in a token exchange holding the credential's lock;
+            # the next Mount gets fresh clients instead of queueing behind it.
+            self._kv.cache.invalidate(clients.key)
+            raise
         return unique_ids([item for fetched in results for item in fetched], lambda f: ":" + file_of(f))
 
     async def _fetch_object(
@@ -97,9 +104,9 @@ class AzureBackend:
         base_id = f"azure/{target.vault}/{object_type}/{obj.name}"
         history = fields.number("objectVersionHistory")
         if history <= 1:
-            value = await self._call(ctx, lambda: client.get(obj, target, clients, version))
+            value = await self._call(ctx, partial(client.get, obj, target, clients, version))
             return [Fetched(obj, base_id, value.contents, value.version)]
-        versions = await self._call(ctx, lambda: client.versions(obj, target, clients))
+        versions = await self._call(ctx, partial(client.versions, obj, target, clients))
         if version:
             if version not in versions:
                 raise SecretNotFound(
@@ -116,11 +123,20 @@ class AzureBackend:
             for i, value in enumerate(values)
         ]
 
-    async def _call(self, ctx: FetchContext, fn: Callable[[], T]) -> T:
-        """Run one blocking SDK call on the pool, retried on throttling within the deadline."""
+    async def _call(self, ctx: FetchContext, fn: Callable[[Mapping[str, Any]], T]) -> T:
+        """Run one blocking SDK call on the pool, retried on throttling within the deadline.
+
+        ``fn`` gets per-request timeouts capped at the time left, so a vault that never answers
+        frees the worker thread at the mount deadline rather than after ``request_timeout``.
+        """
 
         async def attempt() -> T:
-            return await self._pool.run(fn)
+            left = ctx.remaining()
+            limits = {
+                "connection_timeout": min(10.0, self._kv.request_timeout, left),
+                "read_timeout": min(self._kv.request_timeout, left),
+            }
+            return await self._pool.run(lambda: fn(limits))
 
         return await with_retries(attempt, ctx)
 

@@ -31,7 +31,9 @@ from providers.azure.sdk import (
     ClientAssertionCredential,
     ClientAuthenticationError,
     ClientSecretCredential,
+    DecodeError,
     HttpResponseError,
+    IncompleteReadError,
     KeyClient,
     ResourceNotFoundError,
     SecretClient,
@@ -73,6 +75,7 @@ class Clients:
     keys: KeyClient
     certificates: CertificateClient
     assertion: PodAssertion | None
+    key: tuple[str, ...] = ()
 
     def close(self) -> None:
         for client in (self.secrets, self.keys, self.certificates):
@@ -171,6 +174,7 @@ class KeyVault:
             keys=KeyClient(target.vault_url, shared, **options),
             certificates=CertificateClient(target.vault_url, shared, **options),
             assertion=assertion,
+            key=key,
         )
         old = self._live.pop(key, None)
         if old is not None:
@@ -185,20 +189,23 @@ class KeyVault:
         self.cache.clear()
 
 
-def get(obj: SecretObject, target: Target, clients: Clients, version: str) -> Value:
+def get(
+    obj: SecretObject, target: Target, clients: Clients, version: str, limits: Mapping[str, Any]
+) -> Value:
+    """One object (``limits``: the per-request connect/read timeouts, capped at the time left)."""
     object_type = obj.str_field("objectType").lower()
     what = f"{object_type} {obj.name!r}" + (f" version {version!r}" if version else "")
     try:
         if object_type == "secret":
-            secret = clients.secrets.get_secret(obj.name, version or None)
+            secret = clients.secrets.get_secret(obj.name, version or None, **limits)
             return Value(secret_contents(obj, secret), secret.properties.version or "")
         if object_type == "key":
-            key = clients.keys.get_key(obj.name, version or None)
+            key = clients.keys.get_key(obj.name, version or None, **limits)
             return Value(public_key_pem(_where(obj), key.key), key.properties.version or "")
         cert = (
-            clients.certificates.get_certificate_version(obj.name, version)
+            clients.certificates.get_certificate_version(obj.name, version, **limits)
             if version
-            else clients.certificates.get_certificate(obj.name)
+            else clients.certificates.get_certificate(obj.name, **limits)
         )
         if not cert.cer:
             raise BackendUnavailable(f"{_where(obj)}: Key Vault returned certificate without content")
@@ -209,17 +216,17 @@ def get(obj: SecretObject, target: Target, clients: Clients, version: str) -> Va
         raise _map_error(exc, obj, target, what) from None
 
 
-def versions(obj: SecretObject, target: Target, clients: Clients) -> list[str]:
+def versions(obj: SecretObject, target: Target, clients: Clients, limits: Mapping[str, Any]) -> list[str]:
     """Enabled version ids of one object, newest first (by creation time)."""
     object_type = obj.str_field("objectType").lower()
     try:
         listing: Any
         if object_type == "secret":
-            listing = clients.secrets.list_properties_of_secret_versions(obj.name)
+            listing = clients.secrets.list_properties_of_secret_versions(obj.name, **limits)
         elif object_type == "key":
-            listing = clients.keys.list_properties_of_key_versions(obj.name)
+            listing = clients.keys.list_properties_of_key_versions(obj.name, **limits)
         else:
-            listing = clients.certificates.list_properties_of_certificate_versions(obj.name)
+            listing = clients.certificates.list_properties_of_certificate_versions(obj.name, **limits)
         found = [(p.created_on, p.version) for p in listing if p.enabled is not False and p.version]
     except Exception as exc:  # noqa: BLE001 - mapped to a keygate error below
         raise _map_error(exc, obj, target, f"versions of {object_type} {obj.name!r}") from None
@@ -272,6 +279,19 @@ def _map_error(exc: Exception, obj: SecretObject, target: Target, what: str) -> 
             "federated credential (issuer, subject system:serviceaccount:<ns>:<sa>, audience) or the "
             "node publish secret's client id/secret"
         )
+    if isinstance(exc, ClientAuthenticationError):
+        status = exc.status_code or 0
+        answered = 200 <= status < 300
+        message = f"{where}: Entra ID answered {'without a usable token' if answered else status}"
+        if answered or is_retryable(status):
+            return Retryable(f"{message} for tenant {target.tenant!r}")
+        return BackendUnavailable(f"{message} for tenant {target.tenant!r}")
+    if isinstance(exc, DecodeError):
+        url = str(getattr(getattr(exc.response, "request", None), "url", "") or "")
+        service = "Key Vault" if url.startswith(target.vault_url) else "Entra ID" if url else "Azure"
+        if isinstance(exc, IncompleteReadError):
+            return Retryable(f"{where}: {service} broke off its answer ({type(exc).__name__})")
+        return Retryable(f"{where}: {service} answered {exc.status_code or 0} with a body that is not JSON")
     if isinstance(exc, HttpResponseError):
         status = exc.status_code or 0
         if status == 403:

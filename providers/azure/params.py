@@ -14,11 +14,11 @@ FORMATS = ("pem", "pfx")
 MAX_HISTORY = 100
 WORKLOAD_IDENTITY = "use workload identity (clientID)"
 
-VAULT_NAME = re.compile(r"[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]")
-OBJECT_NAME = re.compile(r"[A-Za-z0-9-]{1,127}")
-VERSION = re.compile(r"[A-Za-z0-9]{1,64}")
-TENANT = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,99}")
-CLIENT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
+VAULT_NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]\Z")
+OBJECT_NAME = re.compile(r"\A[A-Za-z0-9-]{1,127}\Z")
+VERSION = re.compile(r"\A[A-Za-z0-9]{1,64}\Z")
+TENANT = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9.-]{0,99}\Z")
+CLIENT_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9-]{0,63}\Z")
 
 
 @dataclass(frozen=True, slots=True)

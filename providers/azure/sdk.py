@@ -1,28 +1,25 @@
-"""The Azure SDK names the backend uses, imported once with an actionable error when missing."""
+"""The Azure SDK names the backend uses, imported in one place.
+
+A missing SDK never gets this far: the registry checks the backend's SDK modules
+(:data:`providers.registry.BUILTIN`) before loading it and says which extra to install.
+"""
 
 from __future__ import annotations
 
-from provider.errors import KeygateError
-
-try:
-    from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
-    from azure.core.exceptions import (
-        ClientAuthenticationError,
-        HttpResponseError,
-        ResourceNotFoundError,
-        ServiceRequestError,
-        ServiceResponseError,
-    )
-    from azure.identity import ClientAssertionCredential, ClientSecretCredential
-    from azure.keyvault.certificates import CertificateClient
-    from azure.keyvault.keys import KeyClient
-    from azure.keyvault.secrets import SecretClient
-except ImportError as _missing:  # pragma: no cover - depends on the installed extras
-    raise KeygateError(
-        f"the azure backend needs the Azure SDK ({_missing.name} is missing); "
-        "install keygate with the 'azure' extra: pip install 'keygate[azure]'"
-    ) from None
-
+from azure.core.credentials import AccessToken, AccessTokenInfo, TokenRequestOptions
+from azure.core.exceptions import (
+    ClientAuthenticationError,
+    DecodeError,
+    HttpResponseError,
+    IncompleteReadError,
+    ResourceNotFoundError,
+    ServiceRequestError,
+    ServiceResponseError,
+)
+from azure.identity import ClientAssertionCredential, ClientSecretCredential
+from azure.keyvault.certificates import CertificateClient
+from azure.keyvault.keys import KeyClient
+from azure.keyvault.secrets import SecretClient
 
 __all__ = [
     "AccessToken",
@@ -31,7 +28,9 @@ __all__ = [
     "ClientAssertionCredential",
     "ClientAuthenticationError",
     "ClientSecretCredential",
+    "DecodeError",
     "HttpResponseError",
+    "IncompleteReadError",
     "KeyClient",
     "ResourceNotFoundError",
     "SecretClient",

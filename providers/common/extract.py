@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Any, Literal
 
 import yaml
 
+from provider.bounded_cache import bounded_memo
 from provider.errors import InvalidSPC, SecretNotFound
 
 Format = Literal["JSON", "YAML"]
@@ -42,7 +42,7 @@ def as_text(value: Any, compact: bool = True) -> str:
     return json.dumps(value)
 
 
-@lru_cache(maxsize=1024)
+@bounded_memo("jmespath", max_entries=256, max_bytes=512 * 1024, max_entry_bytes=8 * 1024)
 def compile_jmes(expression: str) -> Any:
     """A compiled JMESPath expression (jmespath is imported on first use)."""
     import jmespath

@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import random
 import threading
-import time
 from collections.abc import Awaitable, Callable, Coroutine, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from provider.bounded_cache import BoundedCache, approx_size
 from provider.domain import FetchContext
 from provider.errors import BackendUnavailable, DeadlineExceeded, KeygateError
 
@@ -122,71 +122,130 @@ class ClientCache(Generic[K, T]):
     """Clients keyed by (endpoint, identity, ...), each dropped when its credentials expire.
 
     ``factory`` returns the client and the monotonic time at which it must no longer be used.
-    Concurrent misses for one key build the client once.
+    Concurrent misses for one key build the client once; the per-key lock lives only while a
+    build is in flight, so a stream of distinct keys (one per token) leaves nothing behind.
+
+    Bounded by entries and bytes (:class:`provider.bounded_cache.BoundedCache`, least recently
+    used first). An SDK client cannot be measured meaningfully, so an entry counts as its key's
+    size plus ``entry_bytes``; a key larger than ``max_key_bytes`` (an endpoint or identity an
+    SPC inflated) is built and used but not kept.
     """
 
-    def __init__(self, max_entries: int = 1024, margin: float = 60.0) -> None:
-        self._entries: dict[K, tuple[T, float]] = {}
-        self._locks: dict[K, asyncio.Lock] = {}
-        self._guard = threading.Lock()
-        self._max = max_entries
+    def __init__(
+        self,
+        max_entries: int = 1024,
+        margin: float = 60.0,
+        *,
+        max_bytes: int = 16 * 1024 * 1024,
+        entry_bytes: int = 16 * 1024,
+        max_key_bytes: int = 16 * 1024,
+    ) -> None:
+        self._entries: BoundedCache[K, T] = BoundedCache(
+            "clients",
+            max_entries=max_entries,
+            max_bytes=max_bytes,
+            max_entry_bytes=max_key_bytes + entry_bytes,
+        )
+        self._building: dict[K, tuple[asyncio.Lock, list[int]]] = {}
         self._margin = margin
+        self._entry_bytes = entry_bytes
+        self._max_key_bytes = max_key_bytes
         self.hits = 0
         self.misses = 0
 
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @property
+    def bytes(self) -> int:
+        return self._entries.bytes
+
+    @property
+    def in_flight(self) -> int:
+        """Keys with a build (or a wait for one) under way."""
+        return len(self._building)
+
     async def get(self, key: K, factory: Callable[[], Awaitable[tuple[T, float]]]) -> T:
-        entry = self._entries.get(key)
-        if entry is not None and entry[1] - self._margin > time.monotonic():
+        client = self._entries.get(key)
+        if client is not None:
             self.hits += 1
-            return entry[0]
-        with self._guard:
-            lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
-            entry = self._entries.get(key)
-            if entry is not None and entry[1] - self._margin > time.monotonic():
-                self.hits += 1
-                return entry[0]
-            self.misses += 1
-            client, expires = await factory()
-            if len(self._entries) >= self._max:
-                self._entries.pop(next(iter(self._entries)))
-            self._entries[key] = (client, expires)
             return client
+        lock, users = self._building.setdefault(key, (asyncio.Lock(), [0]))
+        users[0] += 1
+        try:
+            async with lock:
+                client = self._entries.get(key)
+                if client is not None:
+                    self.hits += 1
+                    return client
+                self.misses += 1
+                client, expires = await factory()
+                key_size = approx_size(key, self._max_key_bytes)
+                self._entries.put(
+                    key, client, size=key_size + self._entry_bytes, expires=expires - self._margin
+                )
+                return client
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                self._building.pop(key, None)
 
     def invalidate(self, key: K) -> None:
-        self._entries.pop(key, None)
+        self._entries.pop(key)
 
     def clear(self) -> None:
         self._entries.clear()
 
 
 class Pooled(Generic[K, T]):
-    """Long-lived clients (HTTP sessions, gRPC channels) per key, built once, at most ``max_entries``.
+    """Long-lived clients (HTTP sessions, gRPC channels) per key, built once, kept in a
+    :class:`BoundedCache`.
 
-    Keys come from SPCs (addresses, regions), so the map is bounded: beyond the cap the oldest
-    client is closed. Safe to use from worker threads.
+    Keys come from SPCs (addresses, regions), so the pool is bounded by entries and bytes like
+    every other cache: beyond the bounds the least recently used client is closed. A client
+    cannot be measured, so an entry counts as its key's size plus ``entry_bytes``; a key larger
+    than ``max_key_bytes`` gets a client that is used once and not kept. Safe to use from worker
+    threads.
     """
 
-    def __init__(self, build: Callable[[K], T], close: Callable[[T], None], max_entries: int = 256) -> None:
+    def __init__(
+        self,
+        build: Callable[[K], T],
+        close: Callable[[T], None],
+        max_entries: int = 256,
+        *,
+        max_bytes: int = 8 * 1024 * 1024,
+        entry_bytes: int = 16 * 1024,
+        max_key_bytes: int = 16 * 1024,
+    ) -> None:
         self._build = build
         self._close = close
-        self._max = max_entries
-        self._entries: dict[K, T] = {}
+        self._entry_bytes = entry_bytes
+        self._max_key_bytes = max_key_bytes
+        self._entries: BoundedCache[K, T] = BoundedCache(
+            "pooled",
+            max_entries=max_entries,
+            max_bytes=max_bytes,
+            max_entry_bytes=max_key_bytes + entry_bytes,
+            on_evict=close,
+        )
         self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
 
     def get(self, key: K) -> T:
         with self._lock:
             client = self._entries.get(key)
             if client is None:
                 client = self._build(key)
-                if len(self._entries) >= self._max:
-                    self._close(self._entries.pop(next(iter(self._entries))))
-                self._entries[key] = client
+                size = approx_size(key, self._max_key_bytes) + self._entry_bytes
+                self._entries.put(key, client, size=size)
             return client
 
     def close(self) -> None:
         with self._lock:
-            clients = list(self._entries.values())
+            clients = self._entries.values()
             self._entries.clear()
         for client in clients:
             self._close(client)

@@ -304,6 +304,9 @@ def _run(rule: Rule, given: RuleInput, sink: Sink, index: int | None) -> None:
         rule(given)
     except KeygateError as exc:
         sink.report(Finding("error", exc.message, index, error=type(exc)))
+    except ImportError as exc:
+        # A rule that compiles with the backend's SDK (e.g. jmespath) where it is not installed.
+        sink.report(Finding("skipped", exc.name or "", index))
 
 
 __all__ = ["Collect", "Finding", "FirstError", "Marker", "RuleInput", "Schema", "Sink", "Spec", "Values"]

@@ -7,7 +7,10 @@ from typing import Literal, Protocol
 
 from provider.errors import InvalidSPC, KeygateError
 
-Severity = Literal["error", "warning"]
+Severity = Literal["error", "warning", "skipped"]
+"""``skipped``: a rule could not run because an SDK module it needs is missing (the message is
+that module's name); lint reports the backend's missing extra, the daemon ignores it (the backend
+itself then fails to load with the same advice)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +32,7 @@ class Sink(Protocol):
 
 class FirstError:
     """The daemon's sink: the first error is raised (InvalidSPC unless a rule chose another
-    code, e.g. PermissionDenied for a refused insecure mode); warnings are dropped."""
+    code, e.g. PermissionDenied for a refused insecure mode); warnings and skips are dropped."""
 
     def report(self, finding: Finding) -> None:
         if finding.severity == "error":

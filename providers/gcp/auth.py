@@ -129,10 +129,11 @@ class Identities:
         _refresh(
             federated,
             request,
-            f"the GCP STS endpoint (for {describe})",
+            "the GCP STS endpoint",
             lambda reason: Unauthenticated(
                 f"GCP STS refused the pod's token for {describe} (audience {audience}): {reason}"
             ),
+            f" for {describe}",
         )
         if not gsa:
             return str(federated.token), federated.expiry
@@ -149,11 +150,12 @@ class Identities:
         _refresh(
             impersonated,
             request,
-            f"the GCP IAM Credentials endpoint (for {describe})",
+            "the GCP IAM Credentials endpoint",
             lambda reason: PermissionDenied(
                 f"GCP IAM refused {describe}: {reason}; grant the pod's principal "
                 f"roles/iam.workloadIdentityUser (or serviceAccountTokenCreator) on {gsa}"
             ),
+            f" for {describe}",
         )
         return str(impersonated.token), impersonated.expiry
 
@@ -224,15 +226,24 @@ class Identities:
 
 
 def _refresh(
-    credentials: Any, request: Request, endpoint: str, refused: Callable[[str], KeygateError]
+    credentials: Any,
+    request: Request,
+    endpoint: str,
+    refused: Callable[[str], KeygateError],
+    subject: str = "",
 ) -> None:
-    """Refresh Google credentials: unreachable or busy endpoints are retried, refusals are not."""
+    """Refresh Google credentials: unreachable, busy or garbled endpoints are retried, refusals
+    are not. ``subject`` (" for <identity>") names whose token was asked for."""
     from google.auth import exceptions as aexc
 
     try:
         credentials.refresh(request)
     except aexc.TransportError:
-        raise Retryable(f"{endpoint} could not be reached") from None
+        raise Retryable(f"{endpoint} could not be reached{subject}") from None
+    except (ValueError, KeyError):
+        # google-auth parses the answer with json.loads and indexes it; a garbled or cut body
+        # surfaces as these, never with the body in our message.
+        raise Retryable(f"{endpoint} sent an unreadable answer{subject}") from None
     except (aexc.RefreshError, aexc.OAuthError) as exc:
         if retryable(exc):
             raise Retryable(f"{endpoint} is busy ({oauth_reason(exc)})") from None

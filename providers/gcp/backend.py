@@ -60,6 +60,8 @@ class GCPBackend:
     async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
         values = SCHEMA.check_parameters(ctx.parameters, self._raw_settings, FirstError())
         auth = self._identities.choose(ctx, values)
+        # One token exchange (with its retries) before the fan-out, not one per secret.
+        await with_retries(lambda: self._token(auth, ctx), ctx)
         targets: dict[str, str] = {}
         for obj in objs:
             name = resource_name(obj)

@@ -50,6 +50,8 @@ class SecretManager:
             timeout=timeout,
             metadata=[("authorization", f"Bearer {token}")],
         )
+        if "payload" not in response:
+            raise BackendUnavailable(f"GCP Secret Manager answered for {name} without a payload")
         data = bytes(response.payload.data)
         if "data_crc32c" in response.payload and google_crc32c.value(data) != response.payload.data_crc32c:
             raise BackendUnavailable(
@@ -98,6 +100,7 @@ def map_error(exc: BaseException, name: str, endpoint: str, auth: TokenSource) -
     if isinstance(exc, gexc.ResourceExhausted | gexc.ServiceUnavailable | gexc.DeadlineExceeded):
         return Retryable(f"GCP Secret Manager at {endpoint} is busy or unavailable reading {name}")
     if isinstance(exc, gexc.GoogleAPICallError):
-        code = getattr(exc.code, "name", None) or type(exc).__name__
+        status = getattr(exc, "grpc_status_code", None) or exc.code
+        code = getattr(status, "name", None) or type(exc).__name__
         return BackendUnavailable(f"GCP Secret Manager failed reading {name} ({code})")
     raise exc

@@ -62,7 +62,9 @@ def retryable(exc: BaseException) -> bool:
     if getattr(exc, "retryable", False):
         return True
     reason = oauth_reason(exc)
-    return reason.startswith(("temporarily_unavailable", "server_error", "UNAVAILABLE", "RESOURCE_EXHAUSTED"))
+    return reason.startswith(
+        ("temporarily_unavailable", "server_error", "UNAVAILABLE", "RESOURCE_EXHAUSTED", "INTERNAL")
+    )
 
 
 def bounded_request(session: Any, timeout: float) -> Request:

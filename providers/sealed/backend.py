@@ -63,6 +63,11 @@ class SealedBackend:
     def key_count(self) -> int:
         return len(self._keys)
 
+    @property
+    def key_ids(self) -> list[str]:
+        """Ids of the loaded node keys (public-key fingerprints), for start-up logs."""
+        return self._keys.kids()
+
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
         return None
 

@@ -25,13 +25,14 @@ import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from provider.bounded_cache import bounded_memo
 
 PREFIX = "keygate:v1:"
 ALG = "X25519-HKDF-SHA256/A256GCM"
@@ -144,12 +145,13 @@ def parse(text: str) -> Envelope:
     """Structure checks only; authenticity is established by :func:`open_sealed`.
 
     Cached by text: rotation polls re-send the same SPC every two minutes per pod, and the
-    envelope holds only ciphertext and public values, so caching it reveals nothing.
+    envelope holds only ciphertext and public values, so caching it reveals nothing. The cache
+    is bounded by entries and bytes; envelopes above 32 KiB are parsed every time.
     """
     return _parse("".join(text.split()))
 
 
-@lru_cache(maxsize=4096)
+@bounded_memo("sealed envelopes", max_entries=2048, max_bytes=1024 * 1024, max_entry_bytes=32 * 1024)
 def _parse(text: str) -> Envelope:
     if len(text) > MAX_SEALED_CHARS:
         raise SealError("sealed value is larger than 2 MiB")
