@@ -436,3 +436,23 @@ def test_heap_trimmer_runs_after_large_requests_and_periodically_only():
     if not release_free_memory():
         pytest.skip("the C library has no malloc_trim")
     asyncio.run(run())
+
+
+def test_heap_trimmer_is_not_stuck_on_a_closed_loop():
+    from provider.memory import HeapTrimmer, release_free_memory
+
+    if not release_free_memory():
+        pytest.skip("the C library has no malloc_trim")
+    trimmer = HeapTrimmer(after_bytes=KiB, delay=0.01, min_gap=0.0)
+
+    async def big() -> None:
+        trimmer.note(2 * KiB)
+
+    asyncio.run(big())  # the loop ends before the trim fires
+
+    async def again() -> None:
+        trimmer.note(2 * KiB)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(again())
+    assert trimmer.trims == 1
