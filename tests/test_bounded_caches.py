@@ -456,3 +456,17 @@ def test_heap_trimmer_is_not_stuck_on_a_closed_loop():
 
     asyncio.run(again())
     assert trimmer.trims == 1
+
+
+def test_a_jwks_with_too_many_keys_is_refused_whole():
+    """The issuer's key set is bounded too: a flood of keys is refused, not kept."""
+    from provider.attest.issuer_keys import MAX_JWKS_KEYS, KeyRules, keys_from_jwks
+    from provider.errors import KeygateError
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key))
+    few = {"keys": [{**jwk, "kid": f"k{i}", "use": "sig"} for i in range(MAX_JWKS_KEYS)]}
+    assert len(keys_from_jwks(few, "jwks", KeyRules()).keys) == MAX_JWKS_KEYS
+    flood = {"keys": [{**jwk, "kid": f"k{i}", "use": "sig"} for i in range(MAX_JWKS_KEYS + 1)]}
+    with pytest.raises(KeygateError, match=f"reads at most {MAX_JWKS_KEYS}"):
+        keys_from_jwks(flood, "jwks", KeyRules())
