@@ -257,6 +257,8 @@ def attribute(message: str, config: Config) -> str:
         if opt.kind == "bool" or opt.flag in message:
             continue
         value = getattr(config, opt.key)
+        if value == opt.default:
+            continue  # nobody set it, and a default such as "keygate" also appears in prose
         values = value if isinstance(value, tuple) else (value,)
         if any(
             isinstance(v, str)

@@ -199,6 +199,19 @@ def _check_versions(versions: Mapping[str, str]) -> None:
             )
 
 
+def _pod_tokens(attributes: dict[str, str], node_secrets: dict[str, str]) -> str:
+    """The pod's tokens, from the attributes or, failing that, from the node-publish secrets.
+
+    With ``serviceAccountTokenInSecrets: true`` on the CSIDriver (the driver's chart sets it on
+    Kubernetes 1.35 and later), the kubelet hands the tokens over in the secrets field instead of
+    the volume context. The driver copies them into the attributes as well, but an older or other
+    driver may not. Either way the key is taken out of the node-publish secrets, so no backend
+    ever reads a pod token as a secret of the node's.
+    """
+    from_secrets = node_secrets.pop(ATTR_TOKENS, "")
+    return attributes.get(ATTR_TOKENS, "") or from_secrets
+
+
 def parse(request: MountInput) -> MountContext:
     """Validate a MountInput; raises InvalidRequest naming the first problem found."""
     _check_size(
@@ -224,7 +237,7 @@ def parse(request: MountInput) -> MountContext:
                 f"attribute {name!r} is {attributes[name][:80]!r}, which is not {shape}; "
                 "the kubelet sends only valid Kubernetes names"
             )
-    raw_tokens = attributes.get(ATTR_TOKENS, "")
+    raw_tokens = _pod_tokens(attributes, node_secrets)
     tokens = parse_tokens(raw_tokens) if raw_tokens.strip() else {}
     target_path = request.target_path
     if "\x00" in target_path:

@@ -81,10 +81,10 @@ def _check_shape(text: str, what: str) -> None:
     pass. Aliases are refused rather than counted: PyYAML shares an aliased node, so nine
     anchors of nine aliases each are a few hundred bytes that every consumer walking the result
     (a backend's validation, a hash, ``json.dumps``) sees as 9**9 entries. Object lists never
-    need them (no peer provider documents them, Kubernetes manifests tools do not emit them in
-    parameter strings), and a clear refusal is easier to act on than a count limit that a
-    legitimate SPC might one day cross. The node and depth caps leave room far beyond
-    MAX_OBJECTS objects of ordinary shape.
+    need them (no peer provider documents them, and tools that render manifests do not write
+    them inside parameter strings), and a clear refusal is easier to act on than a count limit
+    a legitimate SPC might one day cross. Anchors without aliases are harmless and accepted.
+    The node and depth caps leave room far beyond MAX_OBJECTS objects of ordinary shape.
     """
     nodes = depth = 0
     for event in yaml.parse(text, Loader=_StrictLoader):

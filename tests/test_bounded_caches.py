@@ -437,3 +437,37 @@ def test_heap_trimmer_runs_after_large_requests_and_periodically_only():
     if not release_free_memory():
         pytest.skip("the C library has no malloc_trim")
     asyncio.run(run())
+
+
+def test_heap_trimmer_is_not_stuck_on_a_closed_loop():
+    from provider.memory import HeapTrimmer, release_free_memory
+
+    if not release_free_memory():
+        pytest.skip("the C library has no malloc_trim")
+    trimmer = HeapTrimmer(after_bytes=KiB, delay=0.01, min_gap=0.0)
+
+    async def big() -> None:
+        trimmer.note(2 * KiB)
+
+    asyncio.run(big())  # the loop ends before the trim fires
+
+    async def again() -> None:
+        trimmer.note(2 * KiB)
+        await asyncio.sleep(0.05)
+
+    asyncio.run(again())
+    assert trimmer.trims == 1
+
+
+def test_a_jwks_with_too_many_keys_is_refused_whole():
+    """The issuer's key set is bounded too: a flood of keys is refused, not kept."""
+    from provider.attest.issuer_keys import MAX_JWKS_KEYS, KeyRules, keys_from_jwks
+    from provider.errors import KeygateError
+
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    jwk = json.loads(jwt.algorithms.ECAlgorithm.to_jwk(key))
+    few = {"keys": [{**jwk, "kid": f"k{i}", "use": "sig"} for i in range(MAX_JWKS_KEYS)]}
+    assert len(keys_from_jwks(few, "jwks", KeyRules()).keys) == MAX_JWKS_KEYS
+    flood = {"keys": [{**jwk, "kid": f"k{i}", "use": "sig"} for i in range(MAX_JWKS_KEYS + 1)]}
+    with pytest.raises(KeygateError, match=f"reads at most {MAX_JWKS_KEYS}"):
+        keys_from_jwks(flood, "jwks", KeyRules())

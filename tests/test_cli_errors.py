@@ -256,6 +256,7 @@ def test_serve_without_cluster_access_names_flags_env_keys_and_local_options(sho
         assert f"{flag} ({var}, config key {option})" in done.stderr
     for local in ("--issuer-key-file", "--insecure-skip-image-check", "--insecure-skip-attestation"):
         assert local in done.stderr
+    assert "(set by" not in done.stderr, "defaults nobody set must not be blamed"
     bad = keygate("serve", "--socket", str(short_tmp / "s.sock"), env={"KEYGATE_MOUNT_TIMEOUT": "soon"})
     assert bad.returncode == ExitCode.USAGE
     assert "--mount-timeout (KEYGATE_MOUNT_TIMEOUT, config key mount_timeout)" in bad.stderr

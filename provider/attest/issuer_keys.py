@@ -182,12 +182,20 @@ def _jwk_problem(item: dict[str, Any]) -> str | None:
     return None
 
 
+MAX_JWKS_KEYS = 64  # bounds the key set (and its refusal list) whatever the issuer serves
+
+
 def keys_from_jwks(data: Any, source: str, rules: KeyRules) -> KeySet:
     """The signing keys of a JWKS document; keys marked for another ``use`` are ignored."""
     import jwt
 
     if not isinstance(data, dict) or not isinstance(data.get("keys"), list):
         raise KeygateError(f"{source}: not a JWKS (a JSON object with a 'keys' list)")
+    if len(data["keys"]) > MAX_JWKS_KEYS:
+        raise KeygateError(
+            f"{source}: a JWKS with {len(data['keys'])} keys; an issuer publishes a handful, and "
+            f"keygate reads at most {MAX_JWKS_KEYS}"
+        )
     found = KeySet()
     for index, item in enumerate(data["keys"]):
         if not isinstance(item, dict):

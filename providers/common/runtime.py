@@ -140,7 +140,7 @@ class ClientCache(Generic[K, T]):
         entry_bytes: int = 16 * 1024,
         max_key_bytes: int = 16 * 1024,
     ) -> None:
-        self._entries: BoundedCache[K, T] = BoundedCache(
+        self._entries: BoundedCache[K, tuple[T, float]] = BoundedCache(
             "clients",
             max_entries=max_entries,
             max_bytes=max_bytes,
@@ -166,23 +166,23 @@ class ClientCache(Generic[K, T]):
         return len(self._building)
 
     async def get(self, key: K, factory: Callable[[], Awaitable[tuple[T, float]]]) -> T:
-        client = self._entries.get(key)
-        if client is not None:
+        entry = self._entries.get(key)
+        if entry is not None:
             self.hits += 1
-            return client
+            return entry[0]
         lock, users = self._building.setdefault(key, (asyncio.Lock(), [0]))
         users[0] += 1
         try:
             async with lock:
-                client = self._entries.get(key)
-                if client is not None:
+                entry = self._entries.get(key)
+                if entry is not None:
                     self.hits += 1
-                    return client
+                    return entry[0]
                 self.misses += 1
                 client, expires = await factory()
                 key_size = approx_size(key, self._max_key_bytes)
                 self._entries.put(
-                    key, client, size=key_size + self._entry_bytes, expires=expires - self._margin
+                    key, (client, expires), size=key_size + self._entry_bytes, expires=expires - self._margin
                 )
                 return client
         finally:
