@@ -471,3 +471,21 @@ def test_a_jwks_with_too_many_keys_is_refused_whole():
     flood = {"keys": [{**jwk, "kid": f"k{i}", "use": "sig"} for i in range(MAX_JWKS_KEYS + 1)]}
     with pytest.raises(KeygateError, match=f"reads at most {MAX_JWKS_KEYS}"):
         keys_from_jwks(flood, "jwks", KeyRules())
+
+
+def test_pooled_clients_are_bounded_and_closed_when_dropped():
+    """Long-lived clients (vault sessions, gRPC channels) live in the one bounded cache type."""
+    from providers.common.runtime import Pooled
+
+    closed: list[str] = []
+    pool: Pooled[str, str] = Pooled(lambda key: f"client-{key}", closed.append, max_entries=2)
+    assert pool.get("a") == "client-a" and pool.get("a") == "client-a"
+    pool.get("b")
+    pool.get("a")  # a is now the most recently used
+    pool.get("c")
+    assert closed == ["client-b"] and len(pool) == 2
+    huge = "h" * (64 * KiB)
+    assert pool.get(huge) == f"client-{huge}"  # built and used, never kept
+    assert len(pool) == 2
+    pool.close()
+    assert sorted(closed) == ["client-a", "client-b", "client-c"]

@@ -182,3 +182,35 @@ def test_every_spec_has_a_doc_and_unique_spellings():
             names = [n for s in specs for n in s.spellings]
             assert len(names) == len(set(names)), schema.backend
             assert all(s.doc for s in specs), schema.backend
+
+
+def test_aws_schema_reads_pod_identity_and_refuses_it_with_role_arn():
+    schema = builtin_schema("aws")
+    values = schema.check_parameters({"region": "eu-west-1", "usePodIdentity": "T"}, {}, FirstError())
+    assert values.flag("usePodIdentity") and values.text("preferredAddressType") == ""
+    sink = Collect()
+    schema.check_parameters(
+        {"region": "eu-west-1", "usePodIdentity": "true", "preferredAddressType": "ipv5"}, None, sink
+    )
+    assert [f.message for f in sink.findings] == [
+        "parameter 'preferredAddressType' must be ipv4, ipv6 or auto, not 'ipv5'"
+    ]
+    with pytest.raises(InvalidSPC, match="'roleArn' is not used with usePodIdentity"):
+        schema.check_parameters(
+            {"region": "eu-west-1", "usePodIdentity": "1", "roleArn": "arn:aws:iam::123456789012:role/x"},
+            {},
+            FirstError(),
+        )
+
+
+def test_a_rule_that_needs_a_missing_sdk_module_is_skipped_not_an_error():
+    from providers.common.schema import RuleInput, Schema, Spec
+
+    def needs_sdk(given: RuleInput) -> None:
+        raise ModuleNotFoundError("No module named 'jmespath'", name="jmespath")
+
+    schema = Schema(backend="x", summary="x", parameters=(Spec("p", "p"),), spc_rules=(needs_sdk,))
+    sink = Collect()
+    schema.check_parameters({"p": "v"}, None, sink)
+    assert [(f.severity, f.message) for f in sink.findings] == [("skipped", "jmespath")]
+    schema.check_parameters({"p": "v"}, {}, FirstError())  # the daemon: the backend's load says it

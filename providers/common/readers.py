@@ -11,12 +11,13 @@ from typing import Any
 
 from provider.errors import InvalidSPC
 
-TRUE = frozenset({"true", "1", "yes", "on"})
-FALSE = frozenset({"", "false", "0", "no", "off"})
+TRUE = frozenset({"true", "t", "1", "yes", "on"})
+FALSE = frozenset({"", "false", "f", "0", "no", "off"})
 
 
 def truthy(value: Any, label: str) -> bool:
-    """``true``/``yes``/``on``/``1`` or ``false``/``no``/``off``/``0``/empty, any case."""
+    """``true``/``t``/``yes``/``on``/``1`` or ``false``/``f``/``no``/``off``/``0``/empty, any case
+    (the peers' Go ``strconv.ParseBool`` spellings included)."""
     if isinstance(value, bool):
         return value
     text = str(value if value is not None else "").strip().lower()
