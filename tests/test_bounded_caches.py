@@ -489,3 +489,27 @@ def test_pooled_clients_are_bounded_and_closed_when_dropped():
     assert len(pool) == 2
     pool.close()
     assert sorted(closed) == ["client-a", "client-b", "client-c"]
+
+
+def test_client_cache_closes_its_clients_on_clear_only():
+    """Azure keeps its SDK clients only here (bounded), closed at shutdown; one dropped before
+    is left to the garbage collector, since a concurrent Mount may still be using it."""
+    closed: list[str] = []
+    cache: ClientCache[str, str] = ClientCache(max_entries=2, margin=0.0, close=closed.append)
+
+    async def fill() -> None:
+        for key in ("a", "b", "c"):
+            assert await cache.get(key, _factory(f"client-{key}")) == f"client-{key}"
+        cache.invalidate("b")
+
+    asyncio.run(fill())
+    assert len(cache) == 1 and closed == []
+    cache.clear()
+    assert closed == ["client-c"] and len(cache) == 0
+
+
+def _factory(client: str):
+    async def build() -> tuple[str, float]:
+        return client, time.monotonic() + 3600
+
+    return build

@@ -144,8 +144,7 @@ class KeyVault:
         self.ca_bundle = str(settings.get("ca_bundle") or "")
         self.proxy = str(settings.get("proxy") or "")
         self.disable_discovery = bool(settings.get("disable_instance_discovery", False))
-        self.cache: ClientCache[tuple[str, ...], Clients] = ClientCache()
-        self._live: dict[tuple[str, ...], Clients] = {}
+        self.cache: ClientCache[tuple[str, ...], Clients] = ClientCache(close=Clients.close)
 
     def options(self) -> dict[str, Any]:
         options: dict[str, Any] = {
@@ -176,16 +175,9 @@ class KeyVault:
             assertion=assertion,
             key=key,
         )
-        old = self._live.pop(key, None)
-        if old is not None:
-            old.close()
-        self._live[key] = clients
         return clients
 
     def close(self) -> None:
-        for clients in self._live.values():
-            clients.close()
-        self._live.clear()
         self.cache.clear()
 
 

@@ -128,7 +128,10 @@ class ClientCache(Generic[K, T]):
     Bounded by entries and bytes (:class:`provider.bounded_cache.BoundedCache`, least recently
     used first). An SDK client cannot be measured meaningfully, so an entry counts as its key's
     size plus ``entry_bytes``; a key larger than ``max_key_bytes`` (an endpoint or identity an
-    SPC inflated) is built and used but not kept.
+    SPC inflated) is built and used but not kept. ``close`` (if given) receives every client on
+    :meth:`clear` (shutdown). A client dropped earlier (expired, evicted, invalidated) is left to
+    the garbage collector rather than closed: a concurrent Mount of the same identity may still
+    be using it, and a closed SDK client fails its requests.
     """
 
     def __init__(
@@ -139,7 +142,9 @@ class ClientCache(Generic[K, T]):
         max_bytes: int = 16 * 1024 * 1024,
         entry_bytes: int = 16 * 1024,
         max_key_bytes: int = 16 * 1024,
+        close: Callable[[T], None] | None = None,
     ) -> None:
+        self._close = close
         self._entries: BoundedCache[K, tuple[T, float]] = BoundedCache(
             "clients",
             max_entries=max_entries,
@@ -194,7 +199,12 @@ class ClientCache(Generic[K, T]):
         self._entries.pop(key)
 
     def clear(self) -> None:
+        close = self._close
+        entries = self._entries.values()
         self._entries.clear()
+        if close is not None:
+            for client, _ in entries:
+                close(client)
 
 
 class Pooled(Generic[K, T]):
