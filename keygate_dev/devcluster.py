@@ -5,6 +5,7 @@ cluster is available there. This server speaks the real wire formats over real H
 
 * ``GET /.well-known/openid-configuration`` and ``GET /openid/v1/jwks`` (OIDC discovery);
 * ``GET /api/v1/namespaces/{ns}/pods/{name}`` (a Pod object, or a 404 ``Status``);
+* ``GET /api/v1/nodes/{name}`` (a Node object with its labels, or a 404 ``Status``);
 * ``POST /apis/authentication.k8s.io/v1/tokenreviews`` (verifies a token with its own keys).
 
 Tokens are minted with real RSA/EC keys exactly as the API server shapes projected pod-bound
@@ -41,6 +42,7 @@ from cryptography.x509.oid import NameOID
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 POD_PATH = re.compile(r"\A/api/v1/namespaces/([^/]+)/pods/([^/?]+)\Z")
+NODE_PATH = re.compile(r"\A/api/v1/nodes/([^/?]+)\Z")
 DIGEST = "sha256:" + "0" * 64
 
 
@@ -119,6 +121,55 @@ class PodSpec:
         }
 
 
+def node_json(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
+    """A Node object as the API server returns it (kubelet's own labels plus ``labels``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+            "resourceVersion": "1",
+            "creationTimestamp": "2026-01-01T00:00:00Z",
+            "labels": {
+                "kubernetes.io/arch": "amd64",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                **labels,
+            },
+        },
+        "spec": {"podCIDR": "10.244.0.0/24", "podCIDRs": ["10.244.0.0/24"]},
+        "status": {
+            "addresses": [
+                {"type": "InternalIP", "address": "10.0.0.10"},
+                {"type": "Hostname", "address": name},
+            ],
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "True",
+                    "reason": "KubeletReady",
+                    "message": "kubelet is posting ready status",
+                    "lastHeartbeatTime": "2026-01-01T00:00:00Z",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+            "nodeInfo": {
+                "architecture": "amd64",
+                "bootID": str(uuid.uuid5(uuid.NAMESPACE_URL, name)),
+                "containerRuntimeVersion": "containerd://2.1.0",
+                "kernelVersion": "6.12.0",
+                "kubeProxyVersion": "",
+                "kubeletVersion": "v1.35.0",
+                "machineID": hashlib.md5(name.encode(), usedforsecurity=False).hexdigest(),
+                "operatingSystem": "linux",
+                "osImage": "Debian GNU/Linux 13 (trixie)",
+                "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_OID, name)),
+            },
+        },
+    }
+
+
 @dataclass(slots=True)
 class TLSFiles:
     ca_pem: bytes
@@ -177,7 +228,7 @@ def make_tls(host: str = "127.0.0.1") -> TLSFiles:
 class DevCluster:
     """Keys, pods and an HTTPS server answering like a Kubernetes API server.
 
-    ``api_token`` (if set) is required as a bearer token on Pod GET and TokenReview, as a real
+    ``api_token`` (if set) is required as a bearer token on Pod GET, Node GET and TokenReview, as a real
     API server requires the caller's own credentials. ``hits`` counts requests by route.
     """
 
@@ -187,6 +238,7 @@ class DevCluster:
         self.api_token = api_token
         self.keys: list[SigningKey] = [SigningKey.generate("rsa")]
         self.pods: dict[tuple[str, str], PodSpec] = {}
+        self.nodes: dict[str, dict[str, str]] = {}  # name -> labels added to kubelet's own
         self.hits: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
@@ -220,6 +272,11 @@ class DevCluster:
             self.events.append((len(self.events) + 1, kind, pod))
             self.changed.notify_all()
         return pod
+
+    def add_node(self, name: str, labels: Mapping[str, str] | None = None) -> None:
+        """Create or replace a Node with these labels."""
+        with self.lock:
+            self.nodes[name] = dict(labels or {})
 
     def remove_pod(self, pod: PodSpec) -> None:
         with self.changed:
@@ -424,6 +481,18 @@ class _Handler(BaseHTTPRequestHandler):
                 self._status(404, "NotFound", f'pods "{match.group(2)}" not found')
             else:
                 self._send(200, pod.to_json())
+            return
+        match = NODE_PATH.match(path)
+        if match:
+            cluster.hits["node"] += 1
+            if not self._authorized():
+                return
+            with cluster.lock:
+                labels = cluster.nodes.get(match.group(1))
+            if labels is None:
+                self._status(404, "NotFound", f'nodes "{match.group(1)}" not found')
+            else:
+                self._send(200, node_json(match.group(1), labels))
             return
         self._status(404, "NotFound", "the server could not find the requested resource")
 

@@ -222,6 +222,9 @@ class Config:
         sealed["keys"] = list(self.sealed_key) + list(sealed.get("keys") or [])
         vault = settings.setdefault("vault", {})
         vault["insecure_allow_skip_tls_verify"] = self.insecure_allow_vault_skip_tls_verify
+        aws = settings.setdefault("aws", {})
+        for key in ("node_name", "kube_api_url", "kube_ca", "kube_token_file"):
+            aws.setdefault(key, getattr(self, key))  # the node's region label (providers.aws.region)
         return settings
 
 

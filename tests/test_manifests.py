@@ -132,7 +132,10 @@ def test_daemon_accepts_the_manifest_flags(rendered, short_tmp):
 
 def test_rbac_is_least_privilege(rendered):
     (role,) = by_kind(rendered, "ClusterRole")
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]}]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+    ]
     bindings = {b["metadata"]["name"]: b for b in by_kind(rendered, "ClusterRoleBinding")}
     assert {name: b["roleRef"]["name"] for name, b in bindings.items()} == {
         "keygate": "keygate",

@@ -1,4 +1,5 @@
-"""The two Kubernetes API calls attestation makes: Pod GET and TokenReview (with lightkube).
+"""The Kubernetes API calls keygate makes, with lightkube: Pod GET and TokenReview (attestation),
+and Node GET (a backend's region from the node's labels).
 
 By default the daemon uses its own in-cluster service account (token, CA and the
 ``KUBERNETES_SERVICE_*`` address); ``kube_api_url`` / ``kube_ca`` / ``kube_token_file`` point it
@@ -151,6 +152,31 @@ class KubeAPI:
         if info is None:
             raise PermissionDenied(f"pod {namespace}/{name} has no metadata or spec in the API")
         return info
+
+    async def node_labels(self, name: str) -> dict[str, str]:
+        """The labels of Node ``name`` (one GET; needs ``get`` on nodes)."""
+        import httpx2
+        from lightkube import ApiError
+        from lightkube.resources.core_v1 import Node
+
+        try:
+            node = await self._api().get(Node, name)
+        except ApiError as exc:
+            code = exc.status.code
+            if code == 404:
+                raise BackendUnavailable(
+                    f"node {name!r} does not exist in the Kubernetes API (check node_name)"
+                ) from None
+            if code in (401, 403):
+                raise BackendUnavailable(
+                    f"keygate may not read node {name!r} (HTTP {code}); grant its service account "
+                    "'get' on nodes (see the DaemonSet's ClusterRole)"
+                ) from None
+            raise BackendUnavailable(f"reading node {name!r} failed with HTTP {code}") from None
+        except httpx2.HTTPError as exc:
+            raise self._unreachable(f"read node {name!r}", exc) from None
+        labels = node.metadata.labels if node.metadata is not None else None
+        return {str(k): str(v) for k, v in (labels or {}).items()}
 
     async def token_review(self, token: str, audience: str) -> dict[str, Any]:
         """POST a TokenReview for ``audience``; returns its status as plain data."""

@@ -27,7 +27,8 @@ from provider.errors import BackendUnavailable, DeadlineExceeded, KeygateError
 from providers.aws import auth, objects
 from providers.aws.auth import DEFAULT_AUDIENCE, Auth, RoleResolver
 from providers.aws.client import AWSClients, Value
-from providers.aws.params import SCHEMA, SECRETS_MANAGER, Plan, Target, plan
+from providers.aws.params import SCHEMA, SECRETS_MANAGER, Plan, Target, plan, with_region
+from providers.aws.region import NodeRegion
 from providers.common.ids import unique_ids
 from providers.common.runtime import WorkerPool, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
@@ -57,6 +58,7 @@ class AWSBackend:
         self._pool = WorkerPool("aws", workers)
         self.clients = AWSClients(settings, self._pool, workers, self.stats)
         self._credentials = self.clients.credentials
+        self.node_region = NodeRegion(settings)
 
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
         return None
@@ -112,6 +114,8 @@ class AWSBackend:
 
     async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
         values = SCHEMA.check_parameters(ctx.parameters, self.settings, FirstError())
+        if not values.text("region"):
+            values = with_region(values, await self.node_region.get())
         plans = [plan(obj, values, ctx.parameters) for obj in objs]
         who = await auth.resolve(ctx, values, self.audience, self.role_resolver)
         grouped: dict[Target, list[Plan]] = {}
@@ -135,3 +139,4 @@ class AWSBackend:
     async def close(self) -> None:
         self._pool.close()
         self.clients.clear()
+        await self.node_region.aclose()

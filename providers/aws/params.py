@@ -200,6 +200,15 @@ def _regions(given: RuleInput) -> None:
         raise InvalidSPC("parameter 'failoverRegion' must differ from 'region'")
 
 
+def with_region(values: Values, region: str) -> Values:
+    """``values`` with ``region`` filled in (from the node's label); re-checks failoverRegion."""
+    if values.text("failoverRegion") == region:
+        raise InvalidSPC(
+            f"parameter 'failoverRegion' must differ from the region ({region}, the node's label)"
+        )
+    return Values({**{name: values.get(name) for name in values}, "region": region}, values.given)
+
+
 def _pod_identity(given: RuleInput) -> None:
     if given.parameters.flag("usePodIdentity") and given.parameters.text("roleArn"):
         raise InvalidSPC(
@@ -228,8 +237,8 @@ SCHEMA = Schema(
     parameters=(
         Spec(
             "region",
-            "AWS region of the secrets, e.g. eu-west-1",
-            required=True,
+            "AWS region of the secrets, e.g. eu-west-1 (unset: the node's "
+            "topology.kubernetes.io/region label)",
             setting="region",
             marker=True,
         ),
@@ -259,16 +268,21 @@ SCHEMA = Schema(
             "list of {path, objectAlias}: JSON values written to their own files",
             kind="list",
             invalid="{where} must be a list of {{path, objectAlias}} entries",
+            entries=("path", "objectAlias", "filePermission"),
         ),
         Spec(
             "failoverObject",
             "{objectName, ...} read in failoverRegion instead of this object",
             kind="mapping",
             invalid="{where} must be a mapping with objectName",
+            entries=("objectName", "objectVersion", "objectVersionLabel"),
         ),
     ),
     object_markers=(Marker("objectType", values=OBJECT_TYPES), Marker("objectName", pattern=ARN_MARKER)),
     spc_rules=(_regions, _pod_identity, _path_translation),
     object_rules=(_object,),
     default_path=default_path,
+    # The AWS provider decodes objects with sigs.k8s.io/yaml, i.e. through encoding/json.
+    field_case="go-json",
+    peer_fields=("objectName", "objectAlias", "filePermission"),
 )
