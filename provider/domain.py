@@ -17,12 +17,17 @@ from provider.errors import DeadlineExceeded, InvalidSPC
 
 @dataclass(frozen=True, slots=True)
 class PodIdentity:
-    """Who is asking: verified by attestation before any backend runs."""
+    """Who is asking: verified by attestation before any backend runs.
+
+    ``node_identity`` names the backends the release policy lets read as the node for this pod
+    (its rule's ``nodeIdentity``); only the attestor sets it, so without attestation it is empty.
+    """
 
     namespace: str
     name: str
     uid: str
     service_account: str
+    node_identity: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +89,7 @@ class Fetched:
     an ARN); ``version`` is the backend's own version id when it has one (it is mixed into the
     HMAC the driver sees, never shown raw). ``path`` is None for the object's own file, or a
     relative path the backend derived (e.g. a ``jmesPath`` alias), validated like any other.
+    ``node_identity`` describes the node identity that read it, if not the pod's (audited).
     """
 
     obj: SecretObject
@@ -91,3 +97,4 @@ class Fetched:
     contents: bytes
     version: str = ""
     path: str | None = None
+    node_identity: str = ""

@@ -634,3 +634,86 @@ def pod_token(
         },
     }
     return jwt.encode(claims, key, algorithm="RS256", headers={"kid": "cluster-key-1"})
+
+
+class FakeIMDS:
+    """The Azure Instance Metadata Service token endpoint of one VM, on plain HTTP as IMDS is.
+
+    ``GET /metadata/identity/oauth2/token?api-version=...&resource=...[&client_id=...]`` with the
+    ``Metadata: true`` header answers as IMDS does (string-valued ``expires_in``/``expires_on``);
+    the token it issues is one :class:`FakeAzure`'s vaults accept for that identity's client id.
+    ``system`` is the VM's system-assigned identity; ``user_assigned`` the others attached to it.
+    """
+
+    def __init__(self, azure: FakeAzure, system: str, user_assigned: tuple[str, ...] = ()) -> None:
+        self.azure = azure
+        self.system = system
+        self.user_assigned = set(user_assigned)
+        self.requests: list[dict[str, Any]] = []
+        handler = type("IMDSHandler", (_IMDSHandler,), {"imds": self})
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True)
+
+    def start(self) -> FakeIMDS:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class _IMDSHandler(BaseHTTPRequestHandler):
+    imds: FakeIMDS
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _send(self, status: int, body: dict[str, Any]) -> None:
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json; charset=utf-8")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self) -> None:
+        url = urlsplit(self.path)
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        metadata = self.headers.get("Metadata", "")
+        self.imds.requests.append({"path": url.path, "query": query, "metadata": metadata})
+        if url.path != "/metadata/identity/oauth2/token":
+            self._send(404, {"error": "not_found", "error_description": "unknown path"})
+            return
+        if metadata.lower() != "true":
+            self._send(
+                400,
+                {"error": "invalid_request", "error_description": "Required metadata header not specified"},
+            )
+            return
+        resource = query.get("resource", "")
+        if not query.get("api-version") or not resource:
+            self._send(400, {"error": "invalid_request", "error_description": "Required parameter missing"})
+            return
+        client_id = query.get("client_id", self.imds.system)
+        if client_id != self.imds.system and client_id not in self.imds.user_assigned:
+            self._send(400, {"error": "invalid_request", "error_description": "Identity not found"})
+            return
+        issued = self.imds.azure.issue_token(client_id, resource.rstrip("/") + "/.default")
+        now = int(time.time())
+        self._send(
+            200,
+            {
+                "access_token": issued["access_token"],
+                "client_id": client_id,
+                "expires_in": "86399",
+                "expires_on": str(now + 86399),
+                "ext_expires_in": "86399",
+                "not_before": str(now),
+                "resource": resource,
+                "token_type": "Bearer",
+            },
+        )

@@ -440,7 +440,7 @@ def test_mixed_spc_with_sealed_object(azure: AzureEnv, start_daemon: Any, node_k
         ([{"objectName": "a/b", "objectType": "secret"}], {}, "objectName must be"),
         ([{"objectName": "a", "objectType": "secret", "objectVersion": "../x"}], {}, "objectVersion"),
         ([{"objectName": "a", "objectType": "secret"}], {"usePodIdentity": "true"}, "deprecated"),
-        ([{"objectName": "a", "objectType": "secret"}], {"useVMManagedIdentity": "true"}, "node's identity"),
+        ([{"objectName": "a", "objectType": "secret"}], {"useVMManagedIdentity": "true"}, "not both"),
         (
             [{"objectName": "a", "objectType": "secret"}],
             {"keyvaultName": "evil.com/x"},

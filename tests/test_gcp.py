@@ -291,16 +291,14 @@ def test_provider_adc(start_daemon, gcp, tmp_path, monkeypatch):
         **secrets_param({"resourceName": "projects/proj/secrets/shared/versions/1", "fileName": "s"}),
         "auth": "provider-adc",
     }
-    d = start_daemon(backends={"gcp": gcp.settings()})
-    err = mount_error(d, mount_request("spc", params, Pod()))
-    assert err.details().startswith("[PermissionDenied]") and "insecure_allow_provider_adc" in err.details()
-
-    d2 = start_daemon(backends={"gcp": gcp.settings(insecure_allow_provider_adc=True)})
-    resp = d2.client.mount(mount_request("spc", params, Pod()))
-    assert files_of(resp) == {"s": (0o644, b"adc-value-3131")}
-    assert gcp.sm.calls[-1].principal == f"sa/{email}"
+    # The daemon's identity is the node's: without attestation no policy grants it
+    # (tests/test_node_identity.py covers the granted namespace).
+    d2 = start_daemon(backends={"gcp": gcp.settings()})
+    err = mount_error(d2, mount_request("spc", params, Pod()))
+    assert err.details().startswith("[PermissionDenied]") and "nodeIdentity: [gcp]" in err.details()
+    assert gcp.sm.calls == []
     # auth: pod-adc explicitly is the workload identity path, as without the parameter.
-    resp = d2.client.mount(
+    d2.client.mount(
         mount_request(
             "spc",
             {
@@ -419,6 +417,8 @@ def test_settings_defaults_and_checks():
 
     with pytest.raises(KeygateError, match="unknown settings"):
         GCPSettings.from_mapping({"endpiont": "x:1"})
+    with pytest.raises(KeygateError, match=r"replaced by the release policy: grant `nodeIdentity: \[gcp\]`"):
+        GCPSettings.from_mapping({"insecure_allow_provider_adc": True})
     with pytest.raises(KeygateError, match="loopback"):
         GCPSettings.from_mapping({"endpoint": "10.0.0.5:443", "insecure_plaintext_endpoint": True})
     with pytest.raises(KeygateError, match="https"):

@@ -104,7 +104,11 @@ class PodAttestor:
                 raise _pod_mismatch(f"{where} is scheduled on node {info.node_name!r}, not this node")
             check_images(info.containers, rule.images if rule is not None else ImageRules(), where)
         return PodIdentity(
-            namespace=pod.namespace, name=pod.name, uid=pod.uid, service_account=pod.service_account
+            namespace=pod.namespace,
+            name=pod.name,
+            uid=pod.uid,
+            service_account=pod.service_account,
+            node_identity=rule.node_identity if rule is not None else frozenset(),
         )
 
     async def aclose(self) -> None:

@@ -89,10 +89,14 @@ class AuditLog:
                 "name": item.obj.name,
                 "backend": item.obj.backend,
                 "version": version_of.get(item.object_id, ""),
+                **({"node_identity": item.node_identity} if item.node_identity else {}),
             }
             for item in fetched
         ]
         record["backends"] = sorted({item.obj.backend for item in fetched})
+        node = sorted({item.obj.backend for item in fetched if item.node_identity})
+        if node:
+            record["node_identity"] = node
         self.write(record)
 
     def refused(

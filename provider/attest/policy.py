@@ -6,6 +6,11 @@ accounts match the pod decides; objects outside its ``backends``/``objects`` are
 SPC can only narrow the policy. No rule matching -> ``default`` (``allow``: the SPC decides;
 ``deny``: refuse). Digest pinning is always required.
 
+``nodeIdentity`` (per rule, default none) lists the backends that may read *as the node* for the
+pods the rule covers: Azure's VM managed identity (``useVMManagedIdentity``) and GCP's
+``auth: provider-adc``. Those identities are shared by every pod on the node, so they are only
+ever used where the policy grants them by name; no rule, or a rule without the key, refuses.
+
 The file is re-read when it changes (checked with one ``stat`` per Mount). An invalid file stops
 the daemon at start-up; an invalid edit later is logged and the last good policy stays in force.
 """
@@ -30,7 +35,9 @@ from provider.health import Readiness
 log = logging.getLogger("keygate.attest")
 
 REF_FIELDS = ("secretPath", "resourceName")
-RULE_KEYS = {"name", "namespaces", "serviceAccounts", "backends", "objects", "images"}
+RULE_KEYS = {"name", "namespaces", "serviceAccounts", "backends", "objects", "images", "nodeIdentity"}
+NODE_IDENTITY_KEY = "nodeIdentity"
+NODE_IDENTITY_BACKENDS = ("azure", "gcp")
 IMAGE_KEYS = {"allowedDigests", "allowedRepositories"}
 
 
@@ -59,6 +66,7 @@ class Rule:
     backends: tuple[str, ...] = ("*",)
     objects: tuple[str, ...] = ("*",)
     images: ImageRules = field(default_factory=ImageRules)
+    node_identity: frozenset[str] = frozenset()
 
     def covers(self, namespace: str, service_account: str) -> bool:
         return any(fnmatch.fnmatchcase(namespace, p) for p in self.namespaces) and any(
@@ -99,6 +107,16 @@ class Policy:
 
 
 DEFAULT_POLICY = Policy()
+
+
+def node_identity_refused(backend: str, what: str, namespace: str, service_account: str) -> PermissionDenied:
+    """The refusal for a node identity the release policy does not grant, naming the key to set."""
+    return PermissionDenied(
+        f"{what} is the node's identity, shared by every pod on the node; the release policy does not "
+        f"grant it to service account {service_account!r} in namespace {namespace!r}. A cluster admin "
+        f"can allow it with `{NODE_IDENTITY_KEY}: [{backend}]` in the release policy rule covering "
+        "that namespace; otherwise use the pod's workload identity"
+    )
 
 
 def _str_list(value: Any, where: str, *, default: Sequence[str]) -> tuple[str, ...]:
@@ -159,6 +177,13 @@ def parse_policy(text: str, source: str) -> Policy:
             raise PolicyError(
                 f"{where}: unknown image keys {', '.join(bad)} (allowed: {', '.join(sorted(IMAGE_KEYS))})"
             )
+        node_identity = _str_list(item.get(NODE_IDENTITY_KEY), f"{where}.{NODE_IDENTITY_KEY}", default=())
+        bad = sorted(set(node_identity) - set(NODE_IDENTITY_BACKENDS))
+        if bad:
+            raise PolicyError(
+                f"{where}.{NODE_IDENTITY_KEY}: {', '.join(bad)} cannot read as the node "
+                f"(backends with a node identity: {', '.join(NODE_IDENTITY_BACKENDS)})"
+            )
         digests = _str_list(images.get("allowedDigests"), f"{where}.images.allowedDigests", default=())
         clean_digests = set()
         for digest in digests:
@@ -181,6 +206,7 @@ def parse_policy(text: str, source: str) -> Policy:
                         images.get("allowedRepositories"), f"{where}.images.allowedRepositories", default=()
                     ),
                 ),
+                node_identity=frozenset(node_identity),
             )
         )
     return Policy(rules=tuple(rules), default=default, source=source)

@@ -1,6 +1,7 @@
 """Who an Azure Mount reads as: workload identity when the SPC names ``clientID`` (the pod's own
-token for ``api://AzureADTokenExchange`` is the client assertion), else a service principal from
-the node publish secret. Nothing ever uses the node's or the daemon's own identity."""
+token for ``api://AzureADTokenExchange`` is the client assertion), the node's VM managed identity
+when the SPC sets ``useVMManagedIdentity`` *and* the release policy grants the pod's namespace
+``nodeIdentity: [azure]``, else a service principal from the node publish secret."""
 
 from __future__ import annotations
 
@@ -9,12 +10,14 @@ import binascii
 import hashlib
 import json
 import time
+from typing import Any
 
+from provider.attest.policy import node_identity_refused
 from provider.domain import FetchContext
 from provider.errors import InvalidSPC, Unauthenticated
 from providers.azure.client import Clients, KeyVault, PodAssertion, Target
 from providers.azure.params import CLIENT_ID
-from providers.azure.sdk import ClientAssertionCredential, ClientSecretCredential
+from providers.azure.sdk import ClientAssertionCredential, ClientSecretCredential, ManagedIdentityCredential
 from providers.common.tokens import pod_token
 
 DEFAULT_AUDIENCE = "api://AzureADTokenExchange"
@@ -32,9 +35,20 @@ def jwt_expiry(token: str) -> float | None:
         return None
 
 
+def node_identity(target: Target) -> str:
+    """What the audit record says read the objects when it is the node, not the pod."""
+    if not target.managed_identity:
+        return ""
+    if target.user_assigned:
+        return f"azure VM managed identity (user-assigned {target.user_assigned})"
+    return "azure VM managed identity (system-assigned)"
+
+
 async def clients_for(kv: KeyVault, target: Target, ctx: FetchContext, audience: str) -> Clients:
     """The cached clients of this Mount's identity, built on a miss."""
     options = kv.options()
+    if target.managed_identity:
+        return await _managed_identity(kv, target, ctx, options)
     if target.client_id:
         token = pod_token(ctx, [audience], " (Azure workload identity exchanges it)")
         pod = ctx.pod
@@ -89,3 +103,30 @@ async def clients_for(kv: KeyVault, target: Target, ctx: FetchContext, audience:
         return clients, time.monotonic() + STATIC_CLIENT_TTL
 
     return await kv.cache.get(static_key, build_static)
+
+
+async def _managed_identity(
+    kv: KeyVault, target: Target, ctx: FetchContext, options: dict[str, Any]
+) -> Clients:
+    """The node's VM managed identity (IMDS), only for pods the release policy grants it to.
+
+    IMDS is link-local, so its requests never go through the configured proxy; the SDK's
+    ``AZURE_POD_IDENTITY_AUTHORITY_HOST`` variable is the documented way to point it elsewhere.
+    """
+    pod = ctx.pod
+    if "azure" not in pod.node_identity:
+        raise node_identity_refused(
+            "azure", "useVMManagedIdentity (the VM managed identity)", pod.namespace, pod.service_account
+        )
+    key = ("node", target.vault_url, target.user_assigned or "system")
+
+    async def build() -> tuple[Clients, float]:
+        imds = {k: v for k, v in options.items() if k not in ("proxies", "connection_verify")}
+        credential = (
+            ManagedIdentityCredential(client_id=target.user_assigned, **imds)
+            if target.user_assigned
+            else ManagedIdentityCredential(**imds)
+        )
+        return kv.build(key, target, credential, None, options), time.monotonic() + STATIC_CLIENT_TTL
+
+    return await kv.cache.get(key, build)

@@ -1,4 +1,5 @@
-"""Azure Key Vault backend: secrets, keys and certificates, fetched *as the pod*.
+"""Azure Key Vault backend: secrets, keys and certificates, fetched *as the pod* (or as the node
+where the release policy grants ``nodeIdentity: [azure]``).
 
 SPC parameters mirror Azure/secrets-store-csi-driver-provider-azure so its manifests carry over
 with only ``spec.provider`` changed (see :mod:`providers.azure.params`); identities are chosen
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
@@ -78,6 +80,8 @@ class AzureBackend:
             tenant=values.text("tenantId"),
             authority=self._authority_override or cloud.authority_host,
             client_id=values.text("clientID"),
+            managed_identity=values.flag("useVMManagedIdentity"),
+            user_assigned=values.text("userAssignedIdentityID"),
         )
 
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
@@ -93,7 +97,11 @@ class AzureBackend:
             # the next Mount gets fresh clients instead of queueing behind it.
             self._kv.cache.invalidate(clients.key)
             raise
-        return unique_ids([item for fetched in results for item in fetched], lambda f: ":" + file_of(f))
+        node = auth.node_identity(target)
+        items = [
+            replace(item, node_identity=node) if node else item for fetched in results for item in fetched
+        ]
+        return unique_ids(items, lambda f: ":" + file_of(f))
 
     async def _fetch_object(
         self, obj: SecretObject, target: Target, clients: Clients, ctx: FetchContext

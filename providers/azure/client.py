@@ -35,6 +35,7 @@ from providers.azure.sdk import (
     HttpResponseError,
     IncompleteReadError,
     KeyClient,
+    ManagedIdentityCredential,
     ResourceNotFoundError,
     SecretClient,
     ServiceRequestError,
@@ -65,6 +66,8 @@ class Target:
     tenant: str
     authority: str
     client_id: str
+    managed_identity: bool = False
+    user_assigned: str = ""
 
 
 @dataclass(slots=True)
@@ -103,7 +106,9 @@ class SerialCredential:
     a cold cache sends one token exchange per object to Entra ID instead of one in total.
     """
 
-    def __init__(self, inner: ClientAssertionCredential | ClientSecretCredential) -> None:
+    def __init__(
+        self, inner: ClientAssertionCredential | ClientSecretCredential | ManagedIdentityCredential
+    ) -> None:
         self._inner = inner
         self._lock = threading.Lock()
 
@@ -163,7 +168,7 @@ class KeyVault:
         self,
         key: tuple[str, ...],
         target: Target,
-        credential: ClientAssertionCredential | ClientSecretCredential,
+        credential: ClientAssertionCredential | ClientSecretCredential | ManagedIdentityCredential,
         assertion: PodAssertion | None,
         options: Mapping[str, Any],
     ) -> Clients:
@@ -263,6 +268,14 @@ def _map_error(exc: Exception, obj: SecretObject, target: Target, what: str) -> 
     where = f"{_where(obj)}: Key Vault {target.vault!r} {what}"
     if isinstance(exc, ResourceNotFoundError):
         return SecretNotFound(f"{where} was not found (404)")
+    if isinstance(exc, ClientAuthenticationError) and target.managed_identity:
+        which = (
+            f"user-assigned identity {target.user_assigned!r}" if target.user_assigned else "system identity"
+        )
+        return Unauthenticated(
+            f"{where}: the node's managed identity ({which}) got no token from the instance metadata "
+            "service; check that the identity is assigned to the node's VM or scale set"
+        )
     if isinstance(exc, ClientAuthenticationError) and exc.status_code in (None, 400, 401):
         codes = sorted(set(_AADSTS.findall(str(exc.message or ""))))
         detail = f" ({', '.join(codes)})" if codes else ""

@@ -7,12 +7,16 @@ from dataclasses import dataclass
 
 from provider.errors import InvalidSPC
 from providers.common.encoding import ENCODINGS
-from providers.common.schema import Marker, RuleInput, Schema, Spec
+from providers.common.schema import Advisory, Marker, RuleInput, Schema, Spec
 
 OBJECT_TYPES = ("secret", "key", "cert")
 FORMATS = ("pem", "pfx")
 MAX_HISTORY = 100
 WORKLOAD_IDENTITY = "use workload identity (clientID)"
+NODE_IDENTITY_ADVICE = (
+    "useVMManagedIdentity reads as the node's managed identity: the daemon refuses it unless the "
+    "release policy rule covering the pod's namespace grants `nodeIdentity: [azure]`"
+)
 
 VAULT_NAME = re.compile(r"\A[A-Za-z][A-Za-z0-9-]{1,22}[A-Za-z0-9]\Z")
 OBJECT_NAME = re.compile(r"\A[A-Za-z0-9-]{1,127}\Z")
@@ -51,6 +55,25 @@ def _vault(given: RuleInput) -> None:
     client_id = values.text("clientID")
     if client_id and not CLIENT_ID.fullmatch(client_id):
         raise InvalidSPC("parameter 'clientID' must be the application (client) id GUID")
+    _node_identity(given)
+
+
+def _node_identity(given: RuleInput) -> None:
+    """``useVMManagedIdentity`` is the node's identity: the backend checks the policy grant per
+    Mount; lint (no daemon settings) says that the grant is needed."""
+    values = given.parameters
+    managed = values.flag("useVMManagedIdentity")
+    assigned = values.text("userAssignedIdentityID")
+    if assigned and not CLIENT_ID.fullmatch(assigned):
+        raise InvalidSPC("parameter 'userAssignedIdentityID' must be the managed identity's client id GUID")
+    if assigned and not managed:
+        raise InvalidSPC("parameter 'userAssignedIdentityID' is only used with useVMManagedIdentity: true")
+    if managed and values.text("clientID"):
+        raise InvalidSPC(
+            "set either clientID (the pod's workload identity) or useVMManagedIdentity (the node's), not both"
+        )
+    if managed and given.settings is None:
+        raise Advisory(NODE_IDENTITY_ADVICE)
 
 
 def _object(given: RuleInput) -> None:
@@ -89,16 +112,13 @@ SCHEMA = Schema(
         ),
         Spec(
             "useVMManagedIdentity",
-            "the node's VM managed identity",
+            "read as the node's VM managed identity; only where the release policy grants "
+            "`nodeIdentity: [azure]`",
             kind="bool",
-            refused="a VM managed identity is the node's identity, not the pod's; "
-            f"{WORKLOAD_IDENTITY} so each pod authenticates as itself",
         ),
         Spec(
             "userAssignedIdentityID",
-            "a VM managed identity's client id",
-            refused="it selects a VM managed identity (useVMManagedIdentity), which keygate "
-            f"does not use; {WORKLOAD_IDENTITY}",
+            "client id of the node's user-assigned managed identity (with useVMManagedIdentity)",
         ),
         Spec(
             "cloudEnvFileName",

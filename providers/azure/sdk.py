@@ -16,7 +16,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.identity import ClientAssertionCredential, ClientSecretCredential
+from azure.identity import ClientAssertionCredential, ClientSecretCredential, ManagedIdentityCredential
 from azure.keyvault.certificates import CertificateClient
 from azure.keyvault.keys import KeyClient
 from azure.keyvault.secrets import SecretClient
@@ -32,6 +32,7 @@ __all__ = [
     "HttpResponseError",
     "IncompleteReadError",
     "KeyClient",
+    "ManagedIdentityCredential",
     "ResourceNotFoundError",
     "SecretClient",
     "ServiceRequestError",

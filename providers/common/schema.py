@@ -299,9 +299,16 @@ def _errors(sink: Sink) -> int:
     return sum(f.severity == "error" for f in sink.findings) if isinstance(sink, Collect) else 0
 
 
+class Advisory(KeygateError):
+    """Raised by a rule to warn (lint) rather than refuse: the SPC is valid, but needs something
+    outside it (e.g. a release policy grant) that only the daemon can check."""
+
+
 def _run(rule: Rule, given: RuleInput, sink: Sink, index: int | None) -> None:
     try:
         rule(given)
+    except Advisory as exc:
+        sink.report(Finding("warning", exc.message, index))
     except KeygateError as exc:
         sink.report(Finding("error", exc.message, index, error=type(exc)))
     except ImportError as exc:
@@ -309,4 +316,15 @@ def _run(rule: Rule, given: RuleInput, sink: Sink, index: int | None) -> None:
         sink.report(Finding("skipped", exc.name or "", index))
 
 
-__all__ = ["Collect", "Finding", "FirstError", "Marker", "RuleInput", "Schema", "Sink", "Spec", "Values"]
+__all__ = [
+    "Advisory",
+    "Collect",
+    "Finding",
+    "FirstError",
+    "Marker",
+    "RuleInput",
+    "Schema",
+    "Sink",
+    "Spec",
+    "Values",
+]

@@ -3,8 +3,8 @@
 * a ``key.json`` in the nodePublishSecretRef: that service-account key (only ``service_account``
   keys, only towards the configured OAuth token endpoint, so a key file cannot make the daemon
   read node files or call arbitrary URLs);
-* ``auth: provider-adc``: the daemon's own Application Default Credentials, refused unless the
-  cluster admin sets ``backends.gcp.insecure_allow_provider_adc`` (every namespace would share it);
+* ``auth: provider-adc``: the daemon's own Application Default Credentials (the node's identity,
+  shared by every pod), refused unless the release policy grants the pod ``nodeIdentity: [gcp]``;
 * otherwise the pod's workload identity: the pod's own token exchanged at STS for a federated
   token, then optionally traded for a service account's token (``gcpServiceAccount``).
 """
@@ -18,13 +18,14 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from provider.attest.policy import node_identity_refused
 from provider.domain import FetchContext
 from provider.errors import InvalidRequest, InvalidSPC, KeygateError, PermissionDenied, Unauthenticated
 from providers.common.runtime import Retryable
 from providers.common.schema import Values
 from providers.common.tokens import pod_token
 from providers.gcp.oauth import CLOUD_SCOPE, TokenSource, oauth_reason, retryable
-from providers.gcp.params import AUTH_PROVIDER, PROVIDER_ADC_REFUSED, delegates
+from providers.gcp.params import AUTH_PROVIDER, PROVIDER_ADC_WHAT, delegates
 from providers.gcp.settings import GCPSettings
 
 if TYPE_CHECKING:
@@ -60,8 +61,9 @@ class Identities:
                 )
             return self._key_auth(key_json)
         if auth == AUTH_PROVIDER:
-            if not self.settings.insecure_allow_provider_adc:
-                raise PermissionDenied(PROVIDER_ADC_REFUSED)
+            pod = ctx.pod
+            if "gcp" not in pod.node_identity:
+                raise node_identity_refused("gcp", PROVIDER_ADC_WHAT, pod.namespace, pod.service_account)
             return TokenSource(
                 "provider-adc", ("provider-adc",), "the keygate daemon's own credentials", self._adc_token
             )

@@ -30,12 +30,13 @@ from providers.gcp import objects
 from providers.gcp.auth import Identities
 from providers.gcp.client import Read, SecretManager, map_error
 from providers.gcp.oauth import Token, TokenSource, bounded_request
-from providers.gcp.params import SCHEMA, parse_resource, resource_name
+from providers.gcp.params import AUTH_PROVIDER, SCHEMA, parse_resource, resource_name
 from providers.gcp.settings import DEFAULTS, GCPSettings
 
 log = logging.getLogger("keygate.gcp")
 
 DEFAULT_TOKEN_LIFETIME = 300.0
+NODE_IDENTITY = "gcp daemon credentials (auth: provider-adc)"
 
 
 class GCPBackend:
@@ -68,10 +69,12 @@ class GCPBackend:
             targets.setdefault(name, self.settings.endpoint_for(parse_resource(name, name)))
         done = await gather_all([self._read(name, endpoint, auth, ctx) for name, endpoint in targets.items()])
         reads = dict(zip(targets, done, strict=True))
+        node = NODE_IDENTITY if auth.kind == AUTH_PROVIDER else ""
         out: list[Fetched] = []
         for obj in objs:
             read = reads[resource_name(obj)]
-            out.append(Fetched(obj, resource_name(obj), objects.contents(obj, read.data), read.version))
+            contents = objects.contents(obj, read.data)
+            out.append(Fetched(obj, resource_name(obj), contents, read.version, node_identity=node))
         return unique_ids(out, lambda f: f"#{f.obj.path}")
 
     async def _read(self, name: str, endpoint: str, auth: TokenSource, ctx: FetchContext) -> Read:

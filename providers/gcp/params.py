@@ -6,8 +6,8 @@ import json
 import re
 
 from provider.domain import SecretObject
-from provider.errors import InvalidSPC, PermissionDenied
-from providers.common.schema import Marker, RuleInput, Schema, Spec
+from provider.errors import InvalidSPC
+from providers.common.schema import Advisory, Marker, RuleInput, Schema, Spec
 
 GLOBAL_RESOURCE = re.compile(r"projects/([^/]+)/secrets/([^/]+)/versions/([^/]+)")
 REGIONAL_RESOURCE = re.compile(r"projects/([^/]+)/locations/([^/]+)/secrets/([^/]+)/versions/([^/]+)")
@@ -15,10 +15,11 @@ LOCATION = re.compile(r"[a-z][a-z0-9-]{0,29}")
 SERVICE_ACCOUNT_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
 AUTH_POD = "pod-adc"
 AUTH_PROVIDER = "provider-adc"
-PROVIDER_ADC_REFUSED = (
-    "auth: provider-adc would read with the keygate daemon's own Google identity, shared "
-    "by every namespace; the cluster admin has not enabled it "
-    "(backends.gcp.insecure_allow_provider_adc). Use the pod's workload identity"
+PROVIDER_ADC_WHAT = "auth: provider-adc (the keygate daemon's own Google credentials)"
+PROVIDER_ADC_ADVICE = (
+    "auth: provider-adc reads with the keygate daemon's own Google identity, shared by every pod on "
+    "the node: the daemon refuses it unless the release policy rule covering the pod's namespace "
+    "grants `nodeIdentity: [gcp]`"
 )
 
 
@@ -73,13 +74,10 @@ def _identity(given: RuleInput) -> None:
 
 
 def _provider_adc(given: RuleInput) -> None:
-    """``auth: provider-adc`` reads as the daemon, shared by every namespace: off unless allowed.
-
-    Without the daemon's settings (lint) the default, refusal, is assumed.
-    """
-    allowed = bool((given.settings or {}).get("insecure_allow_provider_adc"))
-    if given.parameters.text("auth") == AUTH_PROVIDER and not allowed:
-        raise PermissionDenied(PROVIDER_ADC_REFUSED)
+    """``auth: provider-adc`` reads as the daemon, shared by every pod: the backend checks the
+    release policy grant per Mount; lint (no daemon settings) says that the grant is needed."""
+    if given.parameters.text("auth") == AUTH_PROVIDER and given.settings is None:
+        raise Advisory(PROVIDER_ADC_ADVICE)
 
 
 def _object(given: RuleInput) -> None:
@@ -107,7 +105,8 @@ SCHEMA = Schema(
         Spec("secrets", "the GCP provider's object list (resourceName + fileName/path entries)", kind="text"),
         Spec(
             "auth",
-            f"{AUTH_POD} (the pod's workload identity) or {AUTH_PROVIDER} (the daemon's own)",
+            f"{AUTH_POD} (the pod's workload identity) or {AUTH_PROVIDER} (the daemon's own; only where "
+            "the release policy grants `nodeIdentity: [gcp]`)",
             kind="choice",
             choices=(AUTH_POD, AUTH_PROVIDER),
             invalid=f"parameter 'auth' is {{value!r}}; use {AUTH_POD!r} (the pod's workload identity, "

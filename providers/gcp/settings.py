@@ -75,6 +75,11 @@ class GCPSettings:
                     raise KeygateError(f"backends.gcp.{key} must be an integer between 1 and 256")
             elif not isinstance(value, str):
                 raise KeygateError(f"backends.gcp.{key} must be a string")
+        if values["insecure_allow_provider_adc"] is True:
+            raise KeygateError(
+                "backends.gcp.insecure_allow_provider_adc is replaced by the release policy: grant "
+                "`nodeIdentity: [gcp]` in the rule of each namespace that may use auth: provider-adc"
+            )
         settings = cls(**values)
         settings._check_endpoints()
         return settings
