@@ -499,7 +499,7 @@ class Linter:
                             )
                 self.add("error", doc, line, where, message)
                 continue
-            self._unknown_fields(doc, where, loc, item, obj.backend, all_fields)
+            self._unknown_fields(doc, where, loc, obj.spec, obj.backend, all_fields)
             self._mode_notes(doc, where, loc, obj)
             if obj.path in paths:
                 first, first_loc = paths[obj.path]

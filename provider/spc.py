@@ -26,7 +26,7 @@ from provider.bounded_cache import bounded_memo
 from provider.domain import SecretObject
 from provider.errors import InvalidSPC
 from provider.files import PathClaims, clean_path, parse_mode
-from providers.common.schema import Finding, FirstError, Sink
+from providers.common.schema import Finding, FirstError, Sink, go_json_fold
 from providers.registry import Registry
 
 MAX_OBJECTS = 1000
@@ -191,13 +191,17 @@ def resolve_object(
 ) -> SecretObject:
     """One entry -> a SecretObject with its backend, clean path and mode (no backend validation).
 
+    Field names are rewritten to their canonical spelling as the backend's peer matches them
+    (:meth:`providers.common.schema.Schema.canonical_fields`) before anything reads them.
+
     Shared by the daemon and ``keygate lint`` so both read an SPC the same way.
     """
-    where = f"objects[{index}]"
-    name = _first_str(item, NAME_FIELDS, where)
-    if name is None:
-        raise InvalidSPC(f"{where}: 'objectName' is required")
-    where = f"objects[{index}] {name!r}"
+    at = f"objects[{index}]"
+    name = _first_str(item, NAME_FIELDS, at)
+    folds = {go_json_fold(n) for n in NAME_FIELDS}
+    if name is None and not any(isinstance(k, str) and go_json_fold(k) in folds for k in item):
+        raise InvalidSPC(f"{at}: 'objectName' is required")
+    where = f"{at} {name!r}" if name is not None else at
     backend_field = item.get("backend")
     if backend_field is not None and not isinstance(backend_field, str):
         raise InvalidSPC(f"{where}: field 'backend' must be a string")
@@ -212,6 +216,14 @@ def resolve_object(
             f"{where}: unknown backend {backend!r}; known backends: {', '.join(registry.names())}"
         )
     schema = registry.schema(backend)
+    if schema is not None:
+        item = schema.canonical_fields(item, where)
+        name = _first_str(item, NAME_FIELDS, at)
+        if name is None:
+            raise InvalidSPC(f"{at}: 'objectName' is required")
+        where = f"{at} {name!r}"
+    elif name is None:
+        raise InvalidSPC(f"{at}: 'objectName' is required")
     default_path = schema.default_path if schema is not None else None
     explicit = _first_str(item, PATH_FIELDS, where)
     path = clean_path(explicit or (default_path(item, parameters) if default_path else name), where)

@@ -172,6 +172,59 @@ def test_post_with_secret_args_pki_and_transit(start_daemon, seeded: Vault):
     assert base64.b64decode(out["data"]["plaintext"]) == SECRET.encode()
 
 
+def test_put_is_sent_as_a_write_with_secret_args_like_the_peers_pki_test(start_daemon, seeded: Vault):
+    d = start_daemon()
+    objects = """
+- objectName: tls.crt
+  secretPath: pki/issue/app
+  method: "PUT"
+  secretArgs: {common_name: put.example.com, ttl: 10m}
+  secretKey: certificate
+- objectName: tls.key
+  secretPath: pki/issue/app
+  method: put
+  secretArgs: {ttl: 10m, common_name: put.example.com}
+  secretKey: private_key
+"""
+    pod = seeded.issuer.pod()
+    got = files(do_mount(d, seeded.params(objects), pod))
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(got["tls.crt"])
+    assert cert.subject.rfc4514_string() == "CN=put.example.com"
+    assert cert.public_key() == serialization.load_pem_private_key(got["tls.key"], None).public_key()
+    assert backend(d).stats["reads"] == 1
+    # An issue answer is a dynamic secret: the next poll reuses it instead of issuing again.
+    assert files(do_mount(d, seeded.params(objects), pod)) == got
+    assert backend(d).stats["reads"] == 1 and backend(d).stats["lease_reuses"] == 1
+
+
+@pytest.mark.parametrize("prefix", ["v1/", "/v1/", "/"])
+def test_secret_path_with_the_api_prefix_names_the_same_secret(start_daemon, seeded: Vault, prefix: str):
+    d = start_daemon()
+    objects = f"""
+- objectName: password
+  secretPath: {prefix}secret/data/app/db
+  secretKey: password
+- objectName: legacy-user
+  secretPath: {prefix}kv1/app/legacy
+  secretKey: user
+"""
+    resp = do_mount(d, seeded.params(objects), seeded.issuer.pod())
+    assert files(resp) == {"password": SECRET.encode(), "legacy-user": b"alice"}
+    assert set(versions(resp)) == {"vault/secret/data/app/db#password", "vault/kv1/app/legacy#user"}
+
+
+def test_vault_address_falls_back_to_the_daemon_setting(start_daemon, seeded: Vault):
+    params = seeded.params("- {objectName: password, secretPath: secret/data/app/db, secretKey: password}")
+    address = params.pop("vaultAddress")
+    d = start_daemon(backends={"vault": {"address": address}})
+    assert files(do_mount(d, params, seeded.issuer.pod())) == {"password": SECRET.encode()}
+    code, details = mount_error(start_daemon(), params, seeded.issuer.pod())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT and "vaultAddress" in details
+
+
 def test_token_cache_reuse_counts_logins(start_daemon, seeded: Vault):
     d = start_daemon()
     pod = seeded.issuer.pod()
@@ -408,7 +461,7 @@ def test_invalid_spc_is_rejected_before_any_request(start_daemon, seeded: Vault)
     d = start_daemon()
     pod = seeded.issuer.pod()
     cases = {
-        "- {objectName: x, secretPath: secret/data/app/db, method: PUT}": "'method' must be GET or POST",
+        "- {objectName: x, secretPath: secret/data/app/db, method: PATCH}": "'method' must be GET, POST or PUT",
         "- {objectName: x, secretPath: secret/data/app/db, encoding: rot13}": "'encoding' must be one of",
         "- {objectName: x, secretPath: secret/data/app/db, secretArgs: [1]}": "'secretArgs' must be a",
     }

@@ -38,6 +38,7 @@ path "kv1/app/*" { capabilities = ["read"] }
 path "pki/issue/app" { capabilities = ["update"] }
 path "pki/issue/leased" { capabilities = ["update"] }
 path "transit/encrypt/app" { capabilities = ["update"] }
+path "database/creds/app" { capabilities = ["read"] }
 """
 
 

@@ -7,6 +7,11 @@ rules that no single value can express. The daemon's parsing (:meth:`Schema.read
 :meth:`Schema.read_fields`), the registry's inference (:meth:`Schema.marks_object`), ``keygate
 lint`` and the docs' parameter tables all come from it, so they cannot drift apart.
 
+Field names: each schema says how its peer provider matches the names in an object
+(:attr:`Schema.field_case`, see :func:`go_json_fold`); :meth:`Schema.canonical_fields` rewrites
+an object to the canonical spellings once, before anything reads it, so the daemon, lint and
+the backend code only ever see ``path``, never ``Path``.
+
 The walk reports into a :class:`Sink`: :class:`FirstError` raises on the first error (the
 daemon), :class:`Collect` keeps every finding (lint). Without daemon settings (lint), a required
 value that a setting could fill is a warning naming that setting instead of an error.
@@ -27,6 +32,58 @@ if TYPE_CHECKING:
     from provider.domain import SecretObject
 
 Kind = Literal["string", "bool", "int", "choice", "list", "mapping", "text"]
+FieldCase = Literal["exact", "go-json"]
+
+
+def go_json_fold(name: str) -> str:
+    """A field name folded the way Go's ``encoding/json`` matches keys to struct fields.
+
+    Go's decoder takes an exact match first, else a key whose fold equals the field's fold
+    (``fold.go``: ASCII ``a``-``z`` upper-cased; any other rune replaced by the smallest rune of
+    its ``unicode.SimpleFold`` orbit). For keygate's field names, which are ASCII, that accepts
+    exactly: ASCII letters in any case, the Kelvin sign U+212A for ``k``/``K`` and the long s
+    U+017F for ``s``/``S`` (the only non-ASCII runes whose orbits hold ASCII letters); every
+    other character must be the same. Nothing else is accepted: no Unicode normalisation, no
+    dotless or dotted i (U+0131/U+0130 have no simple fold to ``i``), no ``_`` or ``-`` dropped.
+    """
+    out = []
+    for ch in name:
+        if "a" <= ch <= "z":
+            out.append(ch.upper())
+        elif ch == "\u212a":
+            out.append("K")
+        elif ch == "\u017f":
+            out.append("S")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _fold_keys(raw: Mapping[Any, Any], names: tuple[str, ...], where: str, strict: bool) -> dict[Any, Any]:
+    """``raw`` with each key that folds to one of ``names`` renamed to it (others kept as written).
+
+    Two keys for one field (``path`` and ``Path``) are refused when ``strict``: Go keeps the last
+    one silently, which hides a typo or a second author's intent; keygate names both instead.
+    """
+    exact = frozenset(names)
+    folded = {go_json_fold(n): n for n in names}
+    out: dict[Any, Any] = {}
+    spelled: dict[str, Any] = {}
+    for key, value in raw.items():
+        canonical = (key if key in exact else folded.get(go_json_fold(key))) if isinstance(key, str) else None
+        if canonical is None:
+            out[key] = value
+            continue
+        if canonical in spelled:
+            if strict:
+                raise InvalidSPC(
+                    f"{where}: {spelled[canonical]!r} and {key!r} both set the field {canonical!r} "
+                    "(field names are matched ignoring case, as the peer provider does); keep one"
+                )
+            continue
+        spelled[canonical] = key
+        out[canonical] = value
+    return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,6 +103,9 @@ class Spec:
     refused: str = ""
     invalid: str = ""
     bounds: tuple[int, int] = (0, 2**31)
+    entries: tuple[str, ...] = ()
+    """Field names inside this field's mapping (or each list entry's mapping), matched like the
+    object's own fields under a ``go-json`` schema (AWS ``jmesPath`` entries, ``failoverObject``)."""
 
     @property
     def spellings(self) -> tuple[str, ...]:
@@ -197,6 +257,37 @@ class Schema:
     spc_rules: tuple[Rule, ...] = ()
     object_rules: tuple[Rule, ...] = ()
     default_path: PathRule | None = None
+    field_case: FieldCase = "exact"
+    """How the peer provider matches object field names: ``exact`` (YAML decoded straight into
+    tagged structs, as gopkg.in/yaml.v3 does) or ``go-json`` (YAML turned into JSON and decoded by
+    Go's encoding/json, as sigs.k8s.io/yaml does; see :func:`go_json_fold`)."""
+    peer_fields: tuple[str, ...] = ()
+    """Common object fields (``objectName``...) the peer's struct also has, so folded too."""
+
+    def canonical_fields(self, item: Mapping[str, Any], where: str, strict: bool = True) -> dict[str, Any]:
+        """``item`` with field names rewritten to their canonical spelling per :attr:`field_case`.
+
+        Only names the peer itself decodes are folded (the object's fields and the nested
+        ``entries``); keys it does not know are kept as written, for lint to report.
+        """
+        if self.field_case == "exact":
+            return dict(item)
+        names = tuple(dict.fromkeys((*self.peer_fields, *(f.name for f in self.fields))))
+        out = _fold_keys(item, names, where, strict)
+        for spec in self.fields:
+            value = out.get(spec.name)
+            if not spec.entries:
+                continue
+            if isinstance(value, Mapping):
+                out[spec.name] = _fold_keys(value, spec.entries, f"{where} {spec.name}", strict)
+            elif isinstance(value, list):
+                out[spec.name] = [
+                    _fold_keys(entry, spec.entries, f"{where} {spec.name}[{i}]", strict)
+                    if isinstance(entry, Mapping)
+                    else entry
+                    for i, entry in enumerate(value)
+                ]
+        return out
 
     @property
     def spc_markers(self) -> frozenset[str]:
@@ -209,6 +300,8 @@ class Schema:
         return frozenset(name for f in self.fields for name in f.spellings)
 
     def marks_object(self, item: Mapping[str, Any], by_presence: bool) -> bool:
+        if self.field_case != "exact":
+            item = self.canonical_fields(item, "", strict=False)
         return any(m.matches(item) for m in self.object_markers if m.by_presence == by_presence)
 
     def marks_spc(self, parameters: Mapping[str, str]) -> bool:

@@ -6,7 +6,7 @@ token (for ``audience``) is exchanged at the ``kubernetes`` or ``jwt`` auth meth
 token; the daemon never uses a token of its own. Identical reads within a Mount happen once;
 distinct reads run concurrently on a bounded worker pool per Vault address (requests is blocking).
 
-Dynamic secrets (anything with a lease, and every POST) are either re-requested on every Mount
+Dynamic secrets (anything with a lease, and every POST or PUT) are either re-requested on every Mount
 (``per-mount``) or reused while most of their lease remains (``reuse``, the default), so the
 driver's rotation poll does not mint a new database user every two minutes.
 """

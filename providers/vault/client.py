@@ -51,6 +51,12 @@ class Read:
     def label(self) -> str:
         return self.path if self.method == "GET" else f"{self.path} ({self.method})"
 
+    @property
+    def writes(self) -> bool:
+        """POST or PUT: Vault handles both as a write (vault-csi-provider's PKI tests send PUT), so
+        the SPC's method is sent as written, with ``secretArgs`` as the JSON body."""
+        return self.method != "GET"
+
 
 @dataclass(slots=True)
 class Session:
@@ -238,7 +244,7 @@ class VaultHTTP:
 
     def read(self, params: VaultParams, session: Session, read: Read, path: str) -> Result:
         what = f"reading {read.label!r}"
-        body = json.loads(read.args) if read.args else ({} if read.method == "POST" else None)
+        body = json.loads(read.args) if read.args else ({} if read.writes else None)
         status, data = self.send(
             params, read.method, path, what, token=session.token, body=body, query=read.query
         )
@@ -271,7 +277,7 @@ def result_of(read: Read, body: Mapping[str, Any]) -> Result:
     meta = data.get("metadata") if isinstance(data, dict) else None
     if read.method == "GET" and isinstance(inner, dict) and isinstance(meta, dict) and "version" in meta:
         return Result(values=inner, version=f"kv2:{meta['version']}", dynamic=False)
-    dynamic = bool(lease_id) or read.method == "POST"
+    dynamic = bool(lease_id) or read.writes
     if not dynamic:
         return Result(values=data, version="", dynamic=False)
     now = time.monotonic()
