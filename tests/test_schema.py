@@ -132,13 +132,15 @@ def test_one_walk_stops_at_the_first_error_or_collects_all():
 
 
 def test_a_setting_fills_a_required_parameter():
-    schema = builtin_schema("aws")
-    values = schema.read_parameters({}, {"region": "eu-west-2"})
-    assert values.text("region") == "eu-west-2" and "region" not in values.given
-    with pytest.raises(InvalidSPC, match=r"backends\.aws\.region"):
-        schema.read_parameters({}, {})
+    # (AWS region is no longer required: the node's label is the last fallback; vault's address is.)
+    schema = builtin_schema("vault")
+    given = {"roleName": "app"}
+    values = schema.read_parameters(given, {"address": "https://vault:8200"})
+    assert values.text("vaultAddress") == "https://vault:8200" and "vaultAddress" not in values.given
+    with pytest.raises(InvalidSPC, match=r"backends\.vault\.address"):
+        schema.read_parameters(given, {})
     sink = Collect()
-    schema.read_parameters({}, None, sink)  # lint: the daemon's settings are unknown
+    schema.read_parameters(given, None, sink)  # lint: the daemon's settings are unknown
     assert [f.severity for f in sink.findings] == ["warning"]
 
 
