@@ -693,6 +693,18 @@ class Linter:
                 "pass the pod manifest, or use --namespace",
             )
 
+    def _derived_files(
+        self, objects: list[tuple[SecretObject, _ItemLoc]], parameters: Mapping[str, Any]
+    ) -> set[str]:
+        """Files objects write besides their own (AWS ``jmesPath`` aliases), by their schema."""
+        text = {k: v for k, v in parameters.items() if isinstance(v, str)}
+        out: set[str] = set()
+        for obj, _ in objects:
+            schema = self.registry.schema(obj.backend)
+            if schema is not None:
+                out.update(schema.extra_paths(obj, text))
+        return out
+
     def _lint_secret_objects(
         self, doc: Doc, ctx: str, spec: Mapping[str, Any], objects: list[tuple[SecretObject, _ItemLoc]] | None
     ) -> None:
@@ -709,7 +721,9 @@ class Linter:
         )
         if objects is None or not isinstance(sync, list):
             return
-        files = sorted(obj.path for obj, _ in objects)
+        raw = spec.get("parameters")
+        parameters: Mapping[str, Any] = raw if isinstance(raw, dict) else {}
+        files = sorted({obj.path for obj, _ in objects} | self._derived_files(objects, parameters))
         for i, entry in enumerate(sync):
             data = entry.get("data") if isinstance(entry, dict) else None
             for j, item in enumerate(data if isinstance(data, list) else []):

@@ -161,3 +161,21 @@ def test_exact_peers_keep_exact_names(tmp_path, capsys):
         tmp_path, capsys, "- {objectName: d, secretPath: a, SecretKey: k}\n", backend="vault", roleName="r"
     )
     assert "SecretKey" in out
+
+
+def test_lint_counts_jmes_path_files_for_secret_objects(tmp_path, capsys):
+    """The peer's BasicTestMountSPC syncs jmesPath files (ssmUsername...) into Secrets."""
+    path = tmp_path / "spc.yaml"
+    path.write_text(
+        "apiVersion: secrets-store.csi.x-k8s.io/v1\nkind: SecretProviderClass\n"
+        "metadata:\n  name: app\n  namespace: shop\nspec:\n  provider: keygate\n"
+        "  secretObjects:\n  - secretName: s\n    type: Opaque\n    data:\n"
+        "    - {objectName: ssmUsername, key: username}\n    - {objectName: secretsManagerUsername, key: u}\n"
+        "    - {objectName: nope, key: n}\n"
+        "  parameters:\n    region: us-east-1\n    objects: |\n" + textwrap.indent(PEER_SPC_OBJECTS, "      ")
+    )
+    main(["lint", str(path)])
+    out = capsys.readouterr().out
+    assert "'nope' is not a file this SPC mounts" in out
+    assert "ssmUsername' is not" not in out and "secretsManagerUsername' is not" not in out
+    assert "1 error" in out

@@ -189,6 +189,12 @@ def plan(obj: SecretObject, values: Values, parameters: Mapping[str, str]) -> Pl
     return Plan(obj, primary, failover, _jmes_entries(spec.get("jmesPath"), where))
 
 
+def derived_paths(obj: SecretObject, parameters: Mapping[str, str]) -> tuple[str, ...]:
+    """The files of the object's ``jmesPath`` entries, named as the backend writes them."""
+    entries = _jmes_entries(obj.spec.get("jmesPath"), f"objects[{obj.index}] {obj.name!r}")
+    return tuple(translate_path(entry.alias, parameters) for entry in entries)
+
+
 def _regions(given: RuleInput) -> None:
     values = given.parameters
     region, failover = values.text("region"), values.text("failoverRegion")
@@ -285,4 +291,5 @@ SCHEMA = Schema(
     # The AWS provider decodes objects with sigs.k8s.io/yaml, i.e. through encoding/json.
     field_case="go-json",
     peer_fields=("objectName", "objectAlias", "filePermission"),
+    derived_paths=derived_paths,
 )

@@ -175,6 +175,8 @@ class RuleInput:
 Rule = Callable[[RuleInput], None]
 """A check across values; raises InvalidSPC (or a more precise KeygateError) naming what to change."""
 PathRule = Callable[[Mapping[str, Any], Mapping[str, str]], str]
+DerivedRule = Callable[["SecretObject", Mapping[str, str]], tuple[str, ...]]
+"""The extra files an object writes besides its own (AWS ``jmesPath`` aliases), as relative paths."""
 
 
 def _first(raw: Mapping[str, Any], spec: Spec) -> tuple[str | None, Any]:
@@ -263,6 +265,17 @@ class Schema:
     Go's encoding/json, as sigs.k8s.io/yaml does; see :func:`go_json_fold`)."""
     peer_fields: tuple[str, ...] = ()
     """Common object fields (``objectName``...) the peer's struct also has, so folded too."""
+    derived_paths: DerivedRule | None = None
+    """Files an object writes besides its own; lint checks ``secretObjects`` against them too."""
+
+    def extra_paths(self, obj: SecretObject, parameters: Mapping[str, str]) -> tuple[str, ...]:
+        """:attr:`derived_paths` of a valid object; () when it has none or is invalid (reported elsewhere)."""
+        if self.derived_paths is None:
+            return ()
+        try:
+            return self.derived_paths(obj, parameters)
+        except (KeygateError, ImportError):
+            return ()
 
     def canonical_fields(self, item: Mapping[str, Any], where: str, strict: bool = True) -> dict[str, Any]:
         """``item`` with field names rewritten to their canonical spelling per :attr:`field_case`.
