@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -351,6 +352,52 @@ def test_failover_region_when_primary_is_unreachable(start_daemon, moto, pod):
     assert elapsed < 10
 
 
+def test_failover_object_with_versions_and_labels(start_daemon, moto, pod):
+    """failoverObject names its own secret or parameter, with its own label; a VersionId is
+    shared by replicas, so a failoverObject objectVersion must equal the primary's."""
+    version_id = "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6"
+    west_sm = admin(moto, "secretsmanager", FAILOVER)
+    west_sm.create_secret(Name="app/replica", SecretString="west-v1", ClientRequestToken=version_id)
+    west_sm.put_secret_value(SecretId="app/replica", SecretString="west-v2")
+    west_ssm = admin(moto, "ssm", FAILOVER)
+    west_ssm.put_parameter(Name="/west/cfg", Value="cfg-one", Type="SecureString")
+    west_ssm.put_parameter(Name="/west/cfg", Value="cfg-two", Type="SecureString", Overwrite=True)
+    west_ssm.label_parameter_version(Name="/west/cfg", ParameterVersion=1, Labels=["blue"])
+    closed = f"http://127.0.0.1:{_free_port()}"
+    d = aws_daemon(start_daemon, moto, region_endpoint_urls={REGION: closed})
+    objects = [
+        {
+            "objectName": "app/primary",
+            "objectType": "secretsmanager",
+            "objectAlias": "pinned",
+            "objectVersion": version_id,
+            "failoverObject": {"objectName": "app/replica", "objectVersion": version_id},
+        },
+        {
+            "objectName": "app/primary",
+            "objectType": "secretsmanager",
+            "objectAlias": "previous",
+            "failoverObject": {"objectName": "app/replica", "objectVersionLabel": "AWSPREVIOUS"},
+        },
+        {
+            "objectName": "/east/cfg",
+            "objectType": "ssmparameter",
+            "objectAlias": "cfg",
+            "objectVersionLabel": "green",
+            "failoverObject": {"objectName": "/west/cfg", "objectVersionLabel": "blue"},
+        },
+    ]
+    resp = d.client.mount(mount_request("aws-spc", spc(objects, failoverRegion=FAILOVER), pod))
+    assert files_of(resp) == {"pinned": b"west-v1", "previous": b"west-v1", "cfg": b"cfg-one"}
+    assert all(FAILOVER in v.id for v in resp.object_version)
+    mismatch = [{**objects[0], "failoverObject": {"objectName": "app/replica", "objectVersion": "b" * 32}}]
+    err = mount_error(d, spc(mismatch, failoverRegion=FAILOVER), pod)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "objectVersion must equal" in err.details()
+    no_alias = [{k: v for k, v in objects[2].items() if k != "objectAlias"}]
+    err = mount_error(d, spc(no_alias, failoverRegion=FAILOVER), pod)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "needs objectAlias" in err.details()
+
+
 def test_failover_when_primary_swallows_requests(start_daemon, moto, pod):
     """A primary that accepts connections but never answers still leaves time for the failover."""
     admin(moto, "secretsmanager", FAILOVER).create_secret(Name="slow", SecretString="slow-value")
@@ -513,15 +560,80 @@ def test_static_credentials_from_node_publish_secret(start_daemon, moto):
 # --- batching, mixed SPCs -----------------------------------------------------------------------
 
 
-def test_ssm_names_are_batched_by_ten(start_daemon, moto, pod):
+class _Recorder(BaseHTTPRequestHandler):
+    """Forwards AWS JSON calls to moto unchanged and records each call's target and body."""
+
+    upstream = ""
+    calls: list[tuple[str, dict]] = []
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).calls.append((self.headers.get("X-Amz-Target", ""), json.loads(body or b"{}")))
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
+        request = urllib.request.Request(self.upstream + self.path, data=body, headers=headers, method="POST")
+        try:
+            with urllib.request.urlopen(request, timeout=10) as answer:
+                status, data, kind = answer.status, answer.read(), answer.headers.get("Content-Type", "")
+        except urllib.error.HTTPError as exc:
+            status, data, kind = exc.code, exc.read(), exc.headers.get("Content-Type", "")
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def recorder(moto) -> Iterator[tuple[str, type[_Recorder]]]:
+    handler = type("Recorder", (_Recorder,), {"upstream": moto, "calls": []})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}", handler
+    server.shutdown()
+    server.server_close()
+
+
+def test_ssm_names_are_batched_by_ten(start_daemon, moto, pod, recorder):
+    """Counted on the wire: GetParameters takes at most ten names, selectors included."""
+    url, handler = recorder
     ssm = admin(moto, "ssm")
-    for i in range(12):
+    for i in range(23):
         ssm.put_parameter(Name=f"/batch/p{i}", Value=f"value-{i}", Type="SecureString")
-    d = aws_daemon(start_daemon, moto)
-    objects = [{"objectName": f"/batch/p{i}", "objectType": "ssmparameter"} for i in range(12)]
+    ssm.put_parameter(Name="/batch/p0", Value="value-0-v2", Type="SecureString", Overwrite=True)
+    ssm.put_parameter(Name="/batch/p1", Value="value-1-v2", Type="SecureString", Overwrite=True)
+    ssm.label_parameter_version(Name="/batch/p1", ParameterVersion=1, Labels=["stable"])
+    d = aws_daemon(start_daemon, moto, sts_endpoint_url=moto, region_endpoint_urls={REGION: url})
+    objects = [{"objectName": f"/batch/p{i}", "objectType": "ssmparameter"} for i in range(23)]
+    objects += [
+        {
+            "objectName": "/batch/p0",
+            "objectType": "ssmparameter",
+            "objectAlias": "p0-v1",
+            "objectVersion": "1",
+        },
+        {
+            "objectName": "/batch/p1",
+            "objectType": "ssmparameter",
+            "objectAlias": "p1-stable",
+            "objectVersionLabel": "stable",
+        },
+    ]
     resp = d.client.mount(mount_request("aws-spc", spc(objects), pod))
-    assert files_of(resp) == {f"_batch_p{i}": f"value-{i}".encode() for i in range(12)}
-    assert d.mounter.registry.get("aws").stats["GetParameters"] == 2
+    expected = {f"_batch_p{i}": f"value-{i}".encode() for i in range(2, 23)}
+    expected |= {"_batch_p0": b"value-0-v2", "_batch_p1": b"value-1-v2"}
+    expected |= {"p0-v1": b"value-0", "p1-stable": b"value-1"}
+    assert files_of(resp) == expected
+    names = [body["Names"] for target, body in handler.calls if target == "AmazonSSM.GetParameters"]
+    assert len(names) == 3 and sorted(len(n) for n in names) == [5, 10, 10]
+    requested = [name for batch in names for name in batch]
+    assert len(requested) == len(set(requested)) == 25
+    assert {"/batch/p0:1", "/batch/p1:stable"} <= set(requested)
+    assert all(body.get("WithDecryption") is True for _, body in handler.calls)
+    assert d.mounter.registry.get("aws").stats["GetParameters"] == 3
 
 
 def test_mixed_spc_with_sealed(start_daemon, moto, pod, node_key):

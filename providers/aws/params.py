@@ -12,6 +12,7 @@ from typing import Any
 
 from provider.domain import SecretObject
 from provider.errors import InvalidSPC
+from provider.spc import PATH_FIELDS
 from providers.common import readers
 from providers.common.extract import compile_jmes
 from providers.common.schema import Marker, RuleInput, Schema, Spec, Values
@@ -179,8 +180,17 @@ def plan(obj: SecretObject, values: Values, parameters: Mapping[str, str]) -> Pl
         f_name = readers.string(raw_failover.get("objectName"), f"{f_where}: objectName")
         if not f_name:
             raise InvalidSPC(f"{f_where}: objectName is required")
+        if not any(spec.get(key) for key in PATH_FIELDS):
+            raise InvalidSPC(
+                f"{where}: an object with failoverObject needs objectAlias, so its file name does not "
+                "depend on the region it was read from"
+            )
         f_type = _type_of(f_name, object_type, f_where, failover_region)
         f_version, f_label = _version_fields(raw_failover, f_type, f_where)
+        if f_version and f_version != version:
+            raise InvalidSPC(
+                f"{f_where}: objectVersion must equal the object's own objectVersion (or be left out)"
+            )
         failover = Target(f_type, f_name, failover_region, f_version or version, f_label or label)
     elif failover_region:
         arn = Arn.parse(obj.name)
