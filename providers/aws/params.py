@@ -147,7 +147,7 @@ def _jmes_entries(raw: Any, where: str) -> tuple[JmesEntry, ...]:
         raise InvalidSPC(f"{where}: jmesPath must be a list of {{path, objectAlias}} entries")
     entries: list[JmesEntry] = []
     for i, entry in enumerate(raw):
-        at = f"{where} jmesPath[{i}]"
+        at = f"{where}: jmesPath[{i}]"
         if not isinstance(entry, Mapping):
             raise InvalidSPC(f"{at} must be a mapping with 'path' and 'objectAlias'")
         path = readers.string(entry.get("path"), f"{at}: path")
@@ -176,7 +176,7 @@ def plan(obj: SecretObject, values: Values, parameters: Mapping[str, str]) -> Pl
             raise InvalidSPC(f"{where}: failoverObject needs the SPC parameter 'failoverRegion'")
         if not isinstance(raw_failover, Mapping):
             raise InvalidSPC(f"{where}: failoverObject must be a mapping with objectName")
-        f_where = f"{where} failoverObject"
+        f_where = f"{where}: failoverObject"
         f_name = readers.string(raw_failover.get("objectName"), f"{f_where}: objectName")
         if not f_name:
             raise InvalidSPC(f"{f_where}: objectName is required")
