@@ -89,7 +89,7 @@ def test_daemon_setting_wins_over_the_label(start_daemon, kube, moto, pod):
 def test_missing_label_is_explained_and_retried_after_the_interval(start_daemon, kube, moto, pod):
     kube.add_node(NODE, {})
     admin(moto, "secretsmanager").create_secret(Name="db/pw", SecretString="late")
-    d = start(start_daemon, kube, moto, aws={"node_region_retry": 0.5})
+    d = start(start_daemon, kube, moto, aws={"node_region_retry": 1.0})
     for _ in range(5):
         err = mount_error(d, no_region(SM), pod)
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -97,7 +97,7 @@ def test_missing_label_is_explained_and_retried_after_the_interval(start_daemon,
         assert "set region in the SPC" in err.details() and "label the node" in err.details()
     assert kube.hits["node"] == 1  # a failure is remembered, not re-read on every Mount
     kube.add_node(NODE, {LABEL: REGION})
-    time.sleep(0.6)
+    time.sleep(1.1)
     assert files_of(d.client.mount(mount_request("aws-spc", no_region(SM), pod))) == {"db_pw": b"late"}
     assert kube.hits["node"] == 2
     d.client.mount(mount_request("aws-spc", no_region(SM), pod))
@@ -105,13 +105,17 @@ def test_missing_label_is_explained_and_retried_after_the_interval(start_daemon,
 
 
 def test_retry_interval_doubles(start_daemon, kube, moto, pod):
-    d = start(start_daemon, kube, moto, aws={"node_region_retry": 0.3})
-    deadline = time.monotonic() + 1.4
-    while time.monotonic() < deadline:
+    d = start(start_daemon, kube, moto, aws={"node_region_retry": 0.5})
+
+    def refused_after(pause: float) -> int:
+        time.sleep(pause)
         assert mount_error(d, no_region(SM), pod).code() == grpc.StatusCode.UNAVAILABLE
-        time.sleep(0.05)
-    # 0.3 s, then 0.6 s: reads at 0, ~0.3 and ~0.9 s, not one per Mount.
-    assert kube.hits["node"] == 3
+        return kube.hits["node"]
+
+    assert refused_after(0) == 1
+    assert refused_after(0.6) == 2  # past the first interval (0.5 s)
+    assert refused_after(0.4) == 2  # within the second (1 s)
+    assert refused_after(0.7) == 3
 
 
 @pytest.mark.parametrize(
