@@ -27,7 +27,7 @@ from provider.errors import BackendUnavailable, DeadlineExceeded, KeygateError
 from providers.aws import auth, objects
 from providers.aws.auth import DEFAULT_AUDIENCE, Auth, RoleResolver
 from providers.aws.client import AWSClients, Value
-from providers.aws.params import SCHEMA, SECRETS_MANAGER, Plan, Target, plan, with_region
+from providers.aws.params import SCHEMA, SECRETS_MANAGER, Plan, Target, fill_region, plan
 from providers.aws.region import NodeRegion
 from providers.common.ids import unique_ids
 from providers.common.runtime import WorkerPool, gather_all, with_retries
@@ -115,7 +115,7 @@ class AWSBackend:
     async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
         values = SCHEMA.check_parameters(ctx.parameters, self.settings, FirstError())
         if not values.text("region"):
-            values = with_region(values, await self.node_region.get())
+            values = fill_region(values, await self.node_region.get())
         plans = [plan(obj, values, ctx.parameters) for obj in objs]
         who = await auth.resolve(ctx, values, self.audience, self.role_resolver)
         grouped: dict[Target, list[Plan]] = {}

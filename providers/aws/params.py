@@ -216,7 +216,7 @@ def _regions(given: RuleInput) -> None:
         raise InvalidSPC("parameter 'failoverRegion' must differ from 'region'")
 
 
-def with_region(values: Values, region: str) -> Values:
+def fill_region(values: Values, region: str) -> Values:
     """``values`` with ``region`` filled in (from the node's label); re-checks failoverRegion."""
     if values.text("failoverRegion") == region:
         raise InvalidSPC(
