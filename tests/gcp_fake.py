@@ -9,6 +9,8 @@
   fault: ``"hang"`` (never answers: holds the call until the client gives up), ``"garbled"``
   (bytes that are no protobuf), ``"truncated"`` (the good answer cut in half) or
   ``"no_payload"`` (a well-formed answer without its payload).
+* :class:`FakeParameterManager`: the Parameter Manager gRPC service (``RenderParameterVersion``,
+  ``GetParameterVersion``) from the ``google-cloud-parametermanager`` package's messages.
 * :class:`FakeGoogleAuth`: one HTTP server for STS token exchange (``POST /v1/token``), IAM
   Credentials ``generateAccessToken`` and the OAuth JWT-bearer grant (``POST /token``) used by
   service-account keys. Subject tokens are verified as real RS256 JWTs with the test cluster's
@@ -392,3 +394,124 @@ class FakeGoogleAuth:
 def all_tokens(*principals: Principals) -> Iterator[str]:
     for p in principals:
         yield from p.tokens()
+
+
+PARAMETER_SERVICE = "google.cloud.parametermanager.v1.ParameterManager"
+
+
+@dataclass
+class ParameterVersion:
+    data: bytes
+    disabled: bool = False
+
+
+class FakeParameterManager:
+    """A Parameter Manager gRPC server on 127.0.0.1: ``RenderParameterVersion`` and
+    ``GetParameterVersion`` with the ``google-cloud-parametermanager`` package's own messages.
+
+    Versions are named (Parameter Manager has no numbering); a disabled version is refused with
+    FAILED_PRECONDITION, as the service does. Rendering substitutes
+    ``__REF__("//secretmanager.googleapis.com/<secret version>")`` with the value held by
+    ``secrets`` (a :class:`FakeSecretManager`), so tests see the rendered payload, not the raw one.
+    """
+
+    def __init__(self, principals: Principals, label: str = "global", secrets: Any = None) -> None:
+        from google.cloud.parametermanager_v1.types import service as pm
+
+        self.pm = pm
+        self.principals = principals
+        self.label = label
+        self.secrets = secrets
+        self.params: dict[str, dict[str, ParameterVersion]] = {}
+        self.grants: dict[str, set[str]] = {}
+        self.calls: list[Call] = []
+        self._lock = threading.Lock()
+        self._server = grpc.server(ThreadPoolExecutor(max_workers=8))
+        render = grpc.unary_unary_rpc_method_handler(
+            self._render,
+            request_deserializer=pm.RenderParameterVersionRequest.deserialize,
+            response_serializer=pm.RenderParameterVersionResponse.serialize,
+        )
+        get = grpc.unary_unary_rpc_method_handler(
+            self._get,
+            request_deserializer=pm.GetParameterVersionRequest.deserialize,
+            response_serializer=pm.ParameterVersion.serialize,
+        )
+        self._server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    PARAMETER_SERVICE, {"RenderParameterVersion": render, "GetParameterVersion": get}
+                ),
+            )
+        )
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self.address = f"127.0.0.1:{self.port}"
+
+    def add(
+        self,
+        parameter: str,
+        version: str,
+        data: bytes,
+        *,
+        grant: tuple[str, ...] = (),
+        disabled: bool = False,
+    ) -> None:
+        """Add ``version`` of ``parameter`` (``projects/p/locations/l/parameters/n``)."""
+        with self._lock:
+            self.params.setdefault(parameter, {})[version] = ParameterVersion(data, disabled)
+            self.grants.setdefault(parameter, set()).update(grant)
+
+    def _lookup(self, name: str, context: grpc.ServicerContext) -> ParameterVersion:
+        metadata = dict(context.invocation_metadata())
+        auth = str(metadata.get("authorization", ""))
+        token = auth.removeprefix("Bearer ") if auth.startswith("Bearer ") else ""
+        principal = self.principals.lookup(token) if token else None
+        with self._lock:
+            self.calls.append(Call(name, principal, self.label))
+        if principal is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials.")
+        parameter, _, version = name.partition("/versions/")
+        versions = self.params.get(parameter)
+        if versions is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"Parameter [{parameter}] not found.")
+        if principal not in self.grants.get(parameter, set()):
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Permission 'parametermanager.parameterVersions.render' denied for resource '{name}'",
+            )
+        found = versions.get(version)
+        if found is None:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"Parameter Version [{name}] not found.")
+        return found
+
+    def _render(self, request: Any, context: grpc.ServicerContext) -> Any:
+        found = self._lookup(request.name, context)
+        if found.disabled:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"Parameter Version [{request.name}] is disabled."
+            )
+        rendered = found.data
+        if self.secrets is not None:
+            for secret, values in self.secrets.versions.items():
+                ref = f'__REF__("//secretmanager.googleapis.com/{secret}/versions/latest")'.encode()
+                rendered = rendered.replace(ref, values[-1])
+        return self.pm.RenderParameterVersionResponse(
+            parameter_version=request.name,
+            payload=self.pm.ParameterVersionPayload(data=found.data),
+            rendered_payload=rendered,
+        )
+
+    def _get(self, request: Any, context: grpc.ServicerContext) -> Any:
+        found = self._lookup(request.name, context)
+        return self.pm.ParameterVersion(
+            name=request.name,
+            disabled=found.disabled,
+            payload=self.pm.ParameterVersionPayload(data=found.data),
+        )
+
+    def __enter__(self) -> FakeParameterManager:
+        self._server.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server.stop(grace=None).wait()

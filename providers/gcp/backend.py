@@ -1,7 +1,9 @@
 """GCP Secret Manager backend, parameter-compatible with the GCP provider's ``secrets`` list.
 
 Each object is one ``resourceName`` (``projects/P/secrets/S/versions/V`` on the global endpoint,
-``projects/P/locations/L/secrets/S/versions/V`` on the regional endpoint of ``L``), written to
+``projects/P/locations/L/secrets/S/versions/V`` on the regional endpoint of ``L``, or a Parameter
+Manager version ``projects/P/locations/L/parameters/N/versions/V``, rendered, on Parameter
+Manager's global endpoint for ``L = global`` and its regional one otherwise), written to
 ``fileName`` or ``path``, optionally reduced to one string value with ``extractJSONKey`` or
 ``extractYAMLKey`` (see :mod:`providers.gcp.params`). Which Google identity reads it is chosen
 in :mod:`providers.gcp.auth`.
@@ -28,9 +30,9 @@ from providers.common.runtime import ClientCache, WorkerPool, gather_all, with_r
 from providers.common.schema import FirstError, Schema
 from providers.gcp import objects
 from providers.gcp.auth import Identities
-from providers.gcp.client import Read, SecretManager, map_error
+from providers.gcp.client import ParameterManager, Read, SecretManager, map_error
 from providers.gcp.oauth import Token, TokenSource, bounded_request
-from providers.gcp.params import AUTH_PROVIDER, SCHEMA, parse_resource, resource_name
+from providers.gcp.params import AUTH_PROVIDER, SCHEMA, Resource, parse_target, resource_name
 from providers.gcp.settings import DEFAULTS, GCPSettings
 
 log = logging.getLogger("keygate.gcp")
@@ -52,6 +54,7 @@ class GCPBackend:
         self._tokens: ClientCache[tuple[str, ...], Token] = ClientCache()
         self._identities = Identities(self.settings)
         self._sm = SecretManager(self.settings)
+        self._pm = ParameterManager(self.settings)
         self._session: Any = None
         self._session_lock = threading.Lock()
 
@@ -63,11 +66,11 @@ class GCPBackend:
         auth = self._identities.choose(ctx, values)
         # One token exchange (with its retries) before the fan-out, not one per secret.
         await with_retries(lambda: self._token(auth, ctx), ctx)
-        targets: dict[str, str] = {}
+        targets: dict[str, Resource] = {}
         for obj in objs:
             name = resource_name(obj)
-            targets.setdefault(name, self.settings.endpoint_for(parse_resource(name, name)))
-        done = await gather_all([self._read(name, endpoint, auth, ctx) for name, endpoint in targets.items()])
+            targets.setdefault(name, parse_target(name, name))
+        done = await gather_all([self._read(name, target, auth, ctx) for name, target in targets.items()])
         reads = dict(zip(targets, done, strict=True))
         node = NODE_IDENTITY if auth.kind == AUTH_PROVIDER else ""
         out: list[Fetched] = []
@@ -77,14 +80,17 @@ class GCPBackend:
             out.append(Fetched(obj, resource_name(obj), contents, read.version, node_identity=node))
         return unique_ids(out, lambda f: f"#{f.obj.path}")
 
-    async def _read(self, name: str, endpoint: str, auth: TokenSource, ctx: FetchContext) -> Read:
+    async def _read(self, name: str, target: Resource, auth: TokenSource, ctx: FetchContext) -> Read:
+        endpoint = self.settings.endpoint_for(target.location, parameters=target.parameter)
+        read_one = self._pm.render if target.parameter else self._sm.access
+
         async def attempt() -> Read:
             token = await self._token(auth, ctx)
             timeout = ctx.remaining()
             try:
-                read = await self._pool.run(lambda: self._sm.access(endpoint, name, token.value, timeout))
+                read = await self._pool.run(lambda: read_one(endpoint, name, token.value, timeout))
             except Exception as exc:  # noqa: BLE001 - mapped to a KeygateError or re-raised
-                error = map_error(exc, name, endpoint, auth)
+                error = map_error(exc, name, endpoint, auth, parameter=target.parameter)
                 if isinstance(error, Unauthenticated):
                     self._tokens.invalidate(auth.key)
                 raise error from None
@@ -123,6 +129,7 @@ class GCPBackend:
     async def close(self) -> None:
         self._tokens.clear()
         self._sm.close()
+        self._pm.close()
         if self._session is not None:
             self._session.close()
         self._pool.close()

@@ -19,6 +19,7 @@ from providers.gcp.oauth import TokenSource
 from providers.gcp.settings import GCPSettings
 
 if TYPE_CHECKING:
+    from google.cloud.parametermanager_v1 import ParameterManagerClient
     from google.cloud.secretmanager_v1 import SecretManagerServiceClient
 
 MAX_CHANNELS = 64
@@ -78,29 +79,80 @@ class SecretManager:
         self._clients.close()
 
 
-def map_error(exc: BaseException, name: str, endpoint: str, auth: TokenSource) -> KeygateError:
+class ParameterManager:
+    """Parameter Manager reads (blocking): RenderParameterVersion, as the GCP provider calls it,
+    so secret references inside a JSON or YAML parameter arrive substituted."""
+
+    def __init__(self, settings: GCPSettings) -> None:
+        self.settings = settings
+        self._clients: Pooled[str, ParameterManagerClient] = Pooled(
+            self._connect, lambda c: c.transport.close(), MAX_CHANNELS
+        )
+
+    def render(self, endpoint: str, name: str, token: str, timeout: float) -> Read:
+        client = self._clients.get(endpoint)
+        response = client.render_parameter_version(
+            request={"name": name},
+            retry=None,
+            timeout=timeout,
+            metadata=[("authorization", f"Bearer {token}")],
+        )
+        return Read(version=response.parameter_version or name, data=bytes(response.rendered_payload))
+
+    def _connect(self, endpoint: str) -> ParameterManagerClient:
+        import grpc
+
+        try:
+            from google.cloud.parametermanager_v1 import ParameterManagerClient
+            from google.cloud.parametermanager_v1.services.parameter_manager.transports import (
+                ParameterManagerGrpcTransport,
+            )
+        except ImportError:
+            raise BackendUnavailable(
+                "GCP Parameter Manager resources need google-cloud-parametermanager "
+                "(pip install 'keygate[gcp]')"
+            ) from None
+        channel = (
+            grpc.insecure_channel(endpoint)
+            if self.settings.plaintext_for(endpoint)
+            else grpc.secure_channel(endpoint, grpc.ssl_channel_credentials())
+        )
+        return ParameterManagerClient(transport=ParameterManagerGrpcTransport(channel=channel))
+
+    def close(self) -> None:
+        self._clients.close()
+
+
+def map_error(
+    exc: BaseException, name: str, endpoint: str, auth: TokenSource, *, parameter: bool = False
+) -> KeygateError:
     """SDK exceptions to keygate errors naming the resource and identity, never content."""
     from google.api_core import exceptions as gexc
 
+    what, service = (
+        ("parameter version", "Parameter Manager") if parameter else ("secret version", "Secret Manager")
+    )
+    role = (
+        "roles/parametermanager.parameterAccessor on that parameter"
+        if parameter
+        else ("roles/secretmanager.secretAccessor on that secret")
+    )
     if isinstance(exc, KeygateError):
         return exc
     if isinstance(exc, gexc.NotFound):
-        return SecretNotFound(f"GCP secret version {name} was not found (endpoint {endpoint})")
+        return SecretNotFound(f"GCP {what} {name} was not found (endpoint {endpoint})")
     if isinstance(exc, gexc.PermissionDenied):
-        return PermissionDenied(
-            f"GCP denied access to {name} for {auth.describe}; grant it "
-            "roles/secretmanager.secretAccessor on that secret"
-        )
+        return PermissionDenied(f"GCP denied access to {name} for {auth.describe}; grant it {role}")
     if isinstance(exc, gexc.Unauthenticated):
         return Unauthenticated(f"GCP did not accept the access token of {auth.describe} reading {name}")
     if isinstance(exc, gexc.FailedPrecondition):
-        return SecretNotFound(f"GCP secret version {name} is disabled or destroyed")
+        return SecretNotFound(f"GCP {what} {name} is disabled or destroyed")
     if isinstance(exc, gexc.InvalidArgument):
         return InvalidSPC(f"GCP rejected the resource name {name} as invalid")
     if isinstance(exc, gexc.ResourceExhausted | gexc.ServiceUnavailable | gexc.DeadlineExceeded):
-        return Retryable(f"GCP Secret Manager at {endpoint} is busy or unavailable reading {name}")
+        return Retryable(f"GCP {service} at {endpoint} is busy or unavailable reading {name}")
     if isinstance(exc, gexc.GoogleAPICallError):
         status = getattr(exc, "grpc_status_code", None) or exc.code
         code = getattr(status, "name", None) or type(exc).__name__
-        return BackendUnavailable(f"GCP Secret Manager failed reading {name} ({code})")
+        return BackendUnavailable(f"GCP {service} failed reading {name} ({code})")
     raise exc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import dataclass
 
 from provider.domain import SecretObject
 from provider.errors import InvalidSPC
@@ -11,6 +12,8 @@ from providers.common.schema import Advisory, Marker, RuleInput, Schema, Spec
 
 GLOBAL_RESOURCE = re.compile(r"projects/([^/]+)/secrets/([^/]+)/versions/([^/]+)")
 REGIONAL_RESOURCE = re.compile(r"projects/([^/]+)/locations/([^/]+)/secrets/([^/]+)/versions/([^/]+)")
+PARAMETER_RESOURCE = re.compile(r"projects/([^/]+)/locations/([^/]+)/parameters/([^/]+)/versions/([^/]+)")
+GLOBAL_LOCATION = "global"
 LOCATION = re.compile(r"[a-z][a-z0-9-]{0,29}")
 SERVICE_ACCOUNT_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
 AUTH_POD = "pod-adc"
@@ -23,19 +26,33 @@ PROVIDER_ADC_ADVICE = (
 )
 
 
-def parse_resource(name: str, where: str) -> str | None:
-    """The location of a regional resource name, None for a global one; InvalidSPC otherwise."""
-    regional = REGIONAL_RESOURCE.fullmatch(name)
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """What a ``resourceName`` selects: a Secret Manager secret version or a Parameter Manager
+    parameter version, and the location whose endpoint serves it (None: the global one)."""
+
+    parameter: bool
+    location: str | None
+
+
+def parse_target(name: str, where: str) -> Resource:
+    """The service and location of a resource name; InvalidSPC naming the accepted forms otherwise."""
+    parameter = PARAMETER_RESOURCE.fullmatch(name)
+    regional = parameter or REGIONAL_RESOURCE.fullmatch(name)
     if regional:
         location = regional.group(2)
         if not LOCATION.fullmatch(location):
             raise InvalidSPC(f"{where}: location {location[:40]!r} is not a valid GCP location")
-        return location
+        if parameter is None:
+            return Resource(False, location)
+        return Resource(True, None if location == GLOBAL_LOCATION else location)
     if GLOBAL_RESOURCE.fullmatch(name):
-        return None
+        return Resource(False, None)
     raise InvalidSPC(
-        f"{where}: resourceName must be projects/<project>/secrets/<secret>/versions/<version> or "
-        "projects/<project>/locations/<location>/secrets/<secret>/versions/<version>"
+        f"{where}: resourceName must be projects/<project>/secrets/<secret>/versions/<version>, "
+        "projects/<project>/locations/<location>/secrets/<secret>/versions/<version> or "
+        "projects/<project>/locations/<location>/parameters/<parameter>/versions/<version> "
+        "(Parameter Manager; <location> may be global)"
     )
 
 
@@ -83,7 +100,7 @@ def _provider_adc(given: RuleInput) -> None:
 def _object(given: RuleInput) -> None:
     assert given.obj is not None and given.fields is not None
     obj, fields, where = given.obj, given.fields, given.where
-    parse_resource(resource_name(obj), where)
+    parse_target(resource_name(obj), where)
     file_name = obj.str_field("fileName")
     path = obj.str_field("path")
     named = obj.str_field("objectName") and obj.str_field("resourceName")
@@ -100,7 +117,7 @@ def _object(given: RuleInput) -> None:
 
 SCHEMA = Schema(
     backend="gcp",
-    summary="GCP Secret Manager versions, read with the pod's workload identity.",
+    summary="GCP Secret Manager and Parameter Manager versions, read with the pod's workload identity.",
     parameters=(
         Spec("secrets", "the GCP provider's object list (resourceName + fileName/path entries)", kind="text"),
         Spec(
@@ -125,7 +142,12 @@ SCHEMA = Schema(
         Spec("gcpServiceAccountDelegates", "delegation chain for that impersonation (JSON or comma list)"),
     ),
     fields=(
-        Spec("resourceName", "projects/<p>/[locations/<l>/]secrets/<s>/versions/<v>", marker=True),
+        Spec(
+            "resourceName",
+            "projects/<p>/[locations/<l>/]secrets/<s>/versions/<v>, or a Parameter Manager version "
+            "projects/<p>/locations/<l or global>/parameters/<n>/versions/<v>",
+            marker=True,
+        ),
         Spec("extractJSONKey", "write only this top-level string of a JSON payload"),
         Spec("extractYAMLKey", "write only this top-level string of a YAML payload"),
     ),

@@ -13,6 +13,8 @@ from provider.errors import KeygateError
 DEFAULTS: dict[str, Any] = {
     "endpoint": "secretmanager.googleapis.com:443",
     "regional_endpoint": "secretmanager.{location}.rep.googleapis.com:443",
+    "parameter_endpoint": "parametermanager.googleapis.com:443",
+    "parameter_regional_endpoint": "parametermanager.{location}.rep.googleapis.com:443",
     "sts_endpoint": "https://sts.googleapis.com/v1/token",
     "iam_endpoint": "https://iamcredentials.googleapis.com",
     "token_endpoint": "https://oauth2.googleapis.com/token",
@@ -46,6 +48,8 @@ class GCPSettings:
 
     endpoint: str
     regional_endpoint: str
+    parameter_endpoint: str
+    parameter_regional_endpoint: str
     sts_endpoint: str
     iam_endpoint: str
     token_endpoint: str
@@ -85,11 +89,13 @@ class GCPSettings:
         return settings
 
     def _check_endpoints(self) -> None:
-        for key in ("endpoint", "regional_endpoint"):
+        for key in ("endpoint", "regional_endpoint", "parameter_endpoint", "parameter_regional_endpoint"):
             target: str = getattr(self, key)
             host = target.rsplit(":", 1)[0] if ":" in target else target
             if not host or "/" in target:
                 raise KeygateError(f"backends.gcp.{key} must be host:port, not {target!r}")
+            if key.startswith("parameter_"):
+                continue  # plaintext only where loopback (plaintext_for), TLS otherwise
             if self.insecure_plaintext_endpoint and not _is_loopback(host.replace("{location}", "x")):
                 raise KeygateError(
                     f"backends.gcp.{key} {target!r}: insecure_plaintext_endpoint is only allowed "
@@ -104,7 +110,18 @@ class GCPSettings:
                     "insecure_plaintext_endpoint)"
                 )
 
-    def endpoint_for(self, location: str | None) -> str:
+    def plaintext_for(self, endpoint: str) -> bool:
+        """Whether a Parameter Manager channel may skip TLS: only to loopback, with the switch.
+
+        Added after ``insecure_plaintext_endpoint`` existed, so a test config that moved only the
+        Secret Manager endpoints keeps TLS towards the real Parameter Manager.
+        """
+        host = endpoint.rsplit(":", 1)[0] if ":" in endpoint else endpoint
+        return self.insecure_plaintext_endpoint and _is_loopback(host)
+
+    def endpoint_for(self, location: str | None, *, parameters: bool = False) -> str:
+        """Secret Manager's (or Parameter Manager's) endpoint: global for None, else regional."""
         if location is None:
-            return self.endpoint
-        return self.regional_endpoint.replace("{location}", location)
+            return self.parameter_endpoint if parameters else self.endpoint
+        template = self.parameter_regional_endpoint if parameters else self.regional_endpoint
+        return template.replace("{location}", location)
