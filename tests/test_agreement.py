@@ -68,6 +68,7 @@ AZ_AUDIENCE = "api://AzureADTokenExchange"
 AWS_AUDIENCE = "sts.amazonaws.com"
 VAULT_POLICY = (
     'path "secret/data/*" { capabilities = ["read"] }\npath "pki/issue/*" { capabilities = ["update"] }\n'
+    'path "database/creds/*" { capabilities = ["read"] }\n'
 )
 SIMPLE_JMES = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 

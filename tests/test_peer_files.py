@@ -36,8 +36,10 @@ from cryptography.x509.oid import NameOID
 from keygate_dev.driver_client import Pod, mount_request
 from provider.errors import InvalidSPC
 from tests import test_aws
-from tests.azure_fake import make_cert
+from tests.azure_fake import FakeIMDS, make_cert
+from tests.kubeapi import attest_settings, driver_pod, make_pod
 from tests.peer_expectations import EXPECTED, Check, Expect, Load
+from tests.postgres_cluster import Postgres, postgres_cluster
 from tests.test_agreement import (  # noqa: F401 - fixtures
     PEERS,
     ROOT,
@@ -55,6 +57,21 @@ from tests.test_aws import moto_url, sa_token  # noqa: F401 - fixtures
 from tests.vault_fixtures import ISSUER
 
 TABLE = ROOT / "docs" / "migration" / "peer-files.md"
+SYSTEM_MI = "0a0a0a0a-1111-2222-3333-444444444444"  # the node VM's system-assigned identity
+ADC_EMAIL = "keygate-node@my-project.iam.gserviceaccount.com"  # the daemon's own Google account
+# The grant a cluster admin writes for the namespaces whose peer SPCs read as the node.
+NODE_POLICY = """
+default: allow
+rules:
+  - name: peer-node-identity
+    namespaces: [{namespace}]
+    nodeIdentity: [{backend}]
+"""
+# Our own creation statement for the peer's role test-role (a login role that can read).
+DB_CREATE = (
+    "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}';"
+    ' GRANT pg_read_all_data TO "{{name}}";'
+)
 Key = tuple[str, str, str, str]
 
 
@@ -75,6 +92,35 @@ def params() -> list[Any]:
         marks = [pytest.mark.xfail(strict=True, reason=expect.missing)] if expect and expect.missing else []
         out.append(pytest.param(path, doc, key, id=f"{key[0]}/{key[1]}:{key[3]}/{key[2]}", marks=marks))
     return out
+
+
+@pytest.fixture(scope="module")
+def peer_postgres() -> Any:
+    with postgres_cluster() as pg:
+        yield pg
+
+
+def _load_database(setup: Setup, pg: Postgres) -> None:
+    """As the peer's setup_postgres: the database engine, connection ``postgres``, role test-role."""
+    root = setup.vault.root()
+    if "database/" not in root.sys.list_mounted_secrets_engines()["data"]:
+        root.sys.enable_secrets_engine("database", path="database")
+    root.write(
+        "database/config/postgres",
+        plugin_name="postgresql-database-plugin",
+        allowed_roles="*",
+        connection_url=f"postgres://{{{{username}}}}:{{{{password}}}}@127.0.0.1:{pg.port}/postgres?sslmode=disable",
+        username=pg.superuser,
+        password=pg.password,
+        verify_connection=False,
+    )
+    root.write(
+        "database/roles/test-role",
+        db_name="postgres",
+        default_ttl="1h",
+        max_ttl="24h",
+        creation_statements=DB_CREATE,
+    )
 
 
 @dataclass
@@ -174,7 +220,7 @@ def _load_azure(setup: Setup, load: Load, loaded: Loaded) -> None:
 
 
 def _load_gcp(setup: Setup, load: Load) -> None:
-    principal = f"ns/{setup.pod.namespace}/sa/app"
+    principal = f"sa/{ADC_EMAIL}" if load.node_identity == "gcp" else f"ns/{setup.pod.namespace}/sa/app"
     for secret, value in load.gcp.items():
         regional = "/locations/" in secret
         server = setup.gcp.regional if regional else setup.gcp.sm
@@ -220,8 +266,10 @@ def check(path: str, got: bytes, want: bytes | Check, loaded: Loaded) -> None:
         raise AssertionError(f"unknown check {want.kind}")
 
 
-def mount(d: Any, name: str, setup: Setup) -> tuple[dict[str, tuple[int, bytes]], str | None]:
-    pod = Pod(namespace=setup.pod.namespace, tokens=setup.tokens)
+def mount(
+    d: Any, name: str, setup: Setup, pod: Pod | None = None
+) -> tuple[dict[str, tuple[int, bytes]], str | None]:
+    pod = pod or Pod(namespace=setup.pod.namespace, tokens=setup.tokens)
     try:
         response = d.client.mount(mount_request(name, setup.parameters, pod, secrets=setup.secrets))
     except grpc.RpcError as exc:
@@ -241,11 +289,35 @@ def test_peer_file(
     azure_env,  # noqa: F811
     gcp_env,  # noqa: F811
     pod_identity_agent,  # noqa: F811
+    request,
+    short_tmp,
+    monkeypatch,
 ):
     expect = EXPECTED.get(key)
     assert expect is not None, f"{key}: a peer SPC with no entry in tests/peer_expectations.py"
     name, namespace = key[2], key[3]
+    raw = (doc.get("spec") or {}).get("parameters") or {}
+    node = expect.load.node_identity
+    overrides: dict[str, Any] = {}
+    if node:
+        # Attestation on, the namespace granted the node's identity, the node's identity served:
+        # Azure IMDS (the VM's managed identities), GCP the daemon's own credentials (ADC).
+        kube = request.getfixturevalue("kube")
+        policy = short_tmp / "peer-policy.yaml"
+        policy.write_text(NODE_POLICY.format(namespace=namespace, backend=node))
+        overrides = attest_settings(kube, release_policy=str(policy))
+        if node == "azure":
+            user = str(raw.get("userAssignedIdentityID") or "")
+            imds = FakeIMDS(azure_env.fake, SYSTEM_MI, (user,) if user else ()).start()
+            request.addfinalizer(imds.stop)
+            monkeypatch.setenv("AZURE_POD_IDENTITY_AUTHORITY_HOST", imds.url)
+            azure_env.fake.grant(user or SYSTEM_MI, str(raw.get("keyvaultName", "")).lower())
+        else:
+            adc = short_tmp / "adc.json"
+            adc.write_text(gcp_env.auth.service_account_key(ADC_EMAIL))
+            monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(adc))
     d = start_daemon(
+        **overrides,
         backends={
             "vault": {"address": vault_env.address},
             "aws": {
@@ -256,10 +328,9 @@ def test_peer_file(
             },
             "azure": {"ca_bundle": str(azure_env.ca.ca_path), "proxy": azure_env.proxy.url},
             "gcp": gcp_env.settings(),
-        }
+        },
     )
     errors = lint_errors(path, name)
-    raw = (doc.get("spec") or {}).get("parameters") or {}
     setup = Setup(
         vault_env,
         moto_url,
@@ -286,6 +357,14 @@ def test_peer_file(
             f"{name}: lint does not say {expect.refusal!r}"
         )
         return
+    pod = None
+    if node:
+        setup.secrets.clear()  # the peer's node-identity SPCs come with no node-publish secret
+        spec = make_pod(kube, namespace=namespace, name=f"{namespace}-peer")
+        pod = driver_pod(spec, kube.mint(spec))
+    pg = request.getfixturevalue("peer_postgres") if expect.load.vault_database else None
+    if pg is not None:
+        _load_database(setup, pg)
     loaded = Loaded()
     if "secretPath" in str(raw.get("objects", "")):
         _load_vault(setup, expect.load)
@@ -293,13 +372,17 @@ def test_peer_file(
     _load_azure(setup, expect.load, loaded)
     _load_gcp(setup, expect.load)
     assert not errors, f"{name}: lint errors:\n" + "\n".join(errors)
-    files, refusal = mount(d, name, setup)
+    files, refusal = mount(d, name, setup, pod)
     assert refusal is None, f"{name}: refused: {refusal}"
     assert sorted(files) == sorted(expect.files), f"{name}: files {sorted(files)} != {sorted(expect.files)}"
     for file, want in expect.files.items():
         check(file, files[file][1], want, loaded)
     for file, mode in expect.modes.items():
         assert files[file][0] == mode, f"{file}: mode {oct(files[file][0])} != {oct(mode)}"
+    if pg is not None:  # as the peer's test: the issued user logs in
+        user, password = files["dbUsername"][1].decode(), files["dbPassword"][1].decode()
+        out = pg.psql(user, password, "select current_user")
+        assert out.returncode == 0 and out.stdout.strip() == user, out.stderr
 
 
 def test_every_expectation_names_a_peer_file():
