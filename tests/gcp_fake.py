@@ -461,6 +461,13 @@ class FakeParameterManager:
             self.params.setdefault(parameter, {})[version] = ParameterVersion(data, disabled)
             self.grants.setdefault(parameter, set()).update(grant)
 
+    def add_version(
+        self, version: str, data: bytes, *, grant: tuple[str, ...] = (), disabled: bool = False
+    ) -> None:
+        """Add one version by its full name (``projects/p/locations/l/parameters/n/versions/v``)."""
+        parameter, _, name = version.partition("/versions/")
+        self.add(parameter, name, data, grant=grant, disabled=disabled)
+
     def _lookup(self, name: str, context: grpc.ServicerContext) -> ParameterVersion:
         metadata = dict(context.invocation_metadata())
         auth = str(metadata.get("authorization", ""))

@@ -12,7 +12,14 @@ import pytest
 
 from keygate_dev.driver_client import Pod, mount_request
 from providers.gcp.settings import DEFAULTS, GCPSettings
-from tests.gcp_fake import Cluster, FakeGoogleAuth, FakeSecretManager, Principals, all_tokens
+from tests.gcp_fake import (
+    Cluster,
+    FakeGoogleAuth,
+    FakeParameterManager,
+    FakeSecretManager,
+    Principals,
+    all_tokens,
+)
 
 POOL = "proj.svc.id.goog"
 PROVIDER = "https://container.googleapis.com/v1/projects/proj/locations/us-central1/clusters/c1"
@@ -32,11 +39,15 @@ class GCP:
     auth: FakeGoogleAuth
     principals: Principals
     cluster: Cluster
+    pm: FakeParameterManager
+    pm_regional: FakeParameterManager
 
     def settings(self, **extra: Any) -> dict[str, Any]:
         return {
             "endpoint": self.sm.address,
             "regional_endpoint": self.regional.address,
+            "parameter_endpoint": self.pm.address,
+            "parameter_regional_endpoint": self.pm_regional.address,
             "sts_endpoint": self.auth.sts_url,
             "iam_endpoint": self.auth.base,
             "token_endpoint": self.auth.token_url,
@@ -58,6 +69,8 @@ def gcp():
     with (
         FakeSecretManager(principals, "global") as sm,
         FakeSecretManager(principals, "regional") as regional,
+        FakeParameterManager(principals, "global", secrets=sm) as pm,
+        FakeParameterManager(principals, "regional", secrets=regional) as pm_regional,
         auth,
     ):
         sm.add("projects/proj/secrets/db", b"old", SECRET_VALUE, grant=(POD_PRINCIPAL,))
@@ -68,7 +81,7 @@ def gcp():
         regional.add(
             "projects/proj/locations/europe-west1/secrets/eu", b"eu-value-6643", grant=(POD_PRINCIPAL,)
         )
-        yield GCP(sm, regional, auth, principals, cluster)
+        yield GCP(sm, regional, auth, principals, cluster, pm, pm_regional)
 
 
 def secrets_param(*items: dict[str, Any]) -> dict[str, str]:

@@ -4,7 +4,6 @@ regional), with the pod's workload identity exchanged at the local STS."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,23 +33,19 @@ class Params:
     regional: FakeParameterManager
 
     def settings(self) -> dict[str, Any]:
-        return self.gcp.settings(
-            parameter_endpoint=self.pm.address, parameter_regional_endpoint=self.regional.address
-        )
+        return self.gcp.settings()
 
 
 @pytest.fixture
-def params(gcp: GCP) -> Iterator[Params]:
-    with (
-        FakeParameterManager(gcp.principals, "global", secrets=gcp.sm) as pm,
-        FakeParameterManager(gcp.principals, "regional") as regional,
-    ):
-        pm.add(GLOBAL, "v1", b"mode: old\n", grant=(POD_PRINCIPAL,))
-        pm.add(GLOBAL, "v2", CONFIG, grant=(POD_PRINCIPAL,))
-        pm.add(GLOBAL, "v3", b"mode: pulled\n", grant=(POD_PRINCIPAL,), disabled=True)
-        regional.add(REGIONAL, "prod", b"region: europe-west1\n", grant=(POD_PRINCIPAL,))
-        pm.add("projects/proj/locations/global/parameters/locked", "v1", b"x", grant=())
-        yield Params(gcp, pm, regional)
+def params(gcp: GCP) -> Params:
+    """The ``gcp`` fixture's Parameter Manager servers (global and regional), loaded."""
+    pm, regional = gcp.pm, gcp.pm_regional
+    pm.add(GLOBAL, "v1", b"mode: old\n", grant=(POD_PRINCIPAL,))
+    pm.add(GLOBAL, "v2", CONFIG, grant=(POD_PRINCIPAL,))
+    pm.add(GLOBAL, "v3", b"mode: pulled\n", grant=(POD_PRINCIPAL,), disabled=True)
+    regional.add_version(f"{REGIONAL}/versions/prod", b"region: europe-west1\n", grant=(POD_PRINCIPAL,))
+    pm.add("projects/proj/locations/global/parameters/locked", "v1", b"x", grant=())
+    return Params(gcp, pm, regional)
 
 
 def _one(resource: str, file_name: str = "f") -> dict[str, str]:
