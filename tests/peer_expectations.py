@@ -31,7 +31,6 @@ GCP_SM = "GoogleCloudPlatform/secrets-store-csi-driver-provider-gcp: test/e2e/mo
 GCP_PM = "GoogleCloudPlatform/secrets-store-csi-driver-provider-gcp: test/e2e/mount_parametermanager_test.go"
 EXAMPLE = "example without a peer test: file names by the peer's naming rule, contents as loaded here"
 
-P3_PM = "GCP Parameter Manager versions (issue 12, P3)"
 VAULT_WHOLE = (
     "Vault file without secretKey: vault-csi-provider writes Vault's whole response JSON (the peer "
     "test reads .data.certificate), keygate writes only the secret's data (not in issue 12; reported)"
@@ -500,7 +499,6 @@ EXPECTED: dict[tuple[str, str, str, str], Expect] = {
         EXAMPLE,
         load=Load(gcp_parameters={f"{_PM_R}testparameter/versions/testversion": b"parameter-payload"}),
         files={"good1.txt": b"parameter-payload"},
-        missing=P3_PM,
     ),
     ("gcp", "examples__app-secrets-with-extract-key.yaml", "app-secrets-with-extract-key", "default"): Expect(
         EXAMPLE,
@@ -563,7 +561,6 @@ EXPECTED: dict[tuple[str, str, str, str], Expect] = {
                 "rparam-json/us-central1/backup_regional_pwd/rv-json": R2,
             }
         ),
-        missing=P3_PM,
     ),
     (
         "gcp",
@@ -580,14 +577,13 @@ EXPECTED: dict[tuple[str, str, str, str], Expect] = {
             "rparam-yaml/us-central1/rv-yaml": 0o400,
             "rparam-json/us-central1/rv-json": 0o440,
         },
-        missing=P3_PM,
     ),
     (
         "gcp",
         "test__e2e__templates__test-parameter-version-pod.yaml",
         "gcp-test-parameter-version",
         "default",
-    ): Expect(GCP_PM, load=PM_LOAD, files=PM_FILES, missing=P3_PM),
+    ): Expect(GCP_PM, load=PM_LOAD, files=PM_FILES),
     ("gcp", "test__e2e__templates__test-pod.yaml", "gcp-test-secrets", "default"): Expect(
         GCP_SM,
         load=Load(gcp=GCP_TESTSECRET),

@@ -26,6 +26,7 @@ with that reason; a file lint refuses must be refused by the daemon too, with no
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 import os
 import re
@@ -52,7 +53,7 @@ from tests.aws_pod_identity_agent import AUDIENCE as POD_IDENTITY_AUDIENCE
 from tests.aws_pod_identity_agent import AgentState, RunningAgent, running_agent
 from tests.azure_fake import ConnectProxy, FakeAzure, TestCA, make_cert
 from tests.azure_fake import pod_token as azure_pod_token
-from tests.gcp_fake import Cluster, FakeGoogleAuth, FakeSecretManager, Principals
+from tests.gcp_fake import Cluster, FakeGoogleAuth, FakeParameterManager, FakeSecretManager, Principals
 from tests.test_aws import moto_url, sa_token  # noqa: F401 - fixtures
 from tests.vault_fixtures import ISSUER, Issuer, Vault, configure, start_bao
 
@@ -134,9 +135,24 @@ def gcp_env() -> Iterator[test_gcp.GCP]:
     with (
         FakeSecretManager(principals, "global") as sm,
         FakeSecretManager(principals, "regional") as regional,
+        FakeParameterManager(principals, "global", secrets=sm) as pm,
+        FakeParameterManager(principals, "regional", secrets=regional) as pm_regional,
         auth,
     ):
-        yield test_gcp.GCP(sm, regional, auth, principals, cluster)
+        servers = {"pm": pm, "pm_regional": pm_regional}
+        known = {f.name for f in dataclasses.fields(test_gcp.GCP)}
+        env = test_gcp.GCP(
+            sm, regional, auth, principals, cluster, **{k: v for k, v in servers.items() if k in known}
+        )
+        env.pm, env.pm_regional = pm, pm_regional
+        yield env
+
+
+def gcp_settings(env: test_gcp.GCP) -> dict[str, Any]:
+    """The daemon's gcp settings: Secret Manager and Parameter Manager at the local fakes."""
+    return env.settings(
+        parameter_endpoint=env.pm.address, parameter_regional_endpoint=env.pm_regional.address
+    )
 
 
 @pytest.fixture(scope="module")
@@ -388,7 +404,7 @@ def test_lint_and_the_daemon_agree(
                 "pod_identity_endpoint_ipv4": pod_identity_agent.url,
             },
             "azure": {"ca_bundle": str(azure_env.ca.ca_path), "proxy": azure_env.proxy.url},
-            "gcp": gcp_env.settings(),
+            "gcp": gcp_settings(gcp_env),
         }
     )
     for doc in docs:

@@ -48,6 +48,7 @@ from tests.test_agreement import (  # noqa: F401 - fixtures
     _role,
     azure_env,
     gcp_env,
+    gcp_settings,
     lint_errors,
     pod_identity_agent,
     spc_documents,
@@ -227,11 +228,10 @@ def _load_gcp(setup: Setup, load: Load) -> None:
         server.versions.pop(secret, None)
         server.add(secret, value, grant=(principal,))
     for version, payload in load.gcp_parameters.items():
-        server = setup.gcp.sm if "/locations/global/" in version else setup.gcp.regional
-        add = getattr(server, "add_parameter_version", None)
-        if add is None:
-            raise AssertionError("the GCP fake serves no Parameter Manager yet")
-        add(version, payload, grant=(principal,))
+        # The rendered payload: what RenderParameterVersion answers once __REF__s are resolved.
+        parameter, _, name = version.partition("/versions/")
+        server = setup.gcp.pm if "/locations/global/" in version else setup.gcp.pm_regional
+        server.add(parameter, name, payload, grant=(principal,))
 
 
 def _spki(key: rsa.RSAPrivateKey) -> bytes:
@@ -327,7 +327,7 @@ def test_peer_file(
                 "pod_identity_endpoint_ipv4": pod_identity_agent.url,
             },
             "azure": {"ca_bundle": str(azure_env.ca.ca_path), "proxy": azure_env.proxy.url},
-            "gcp": gcp_env.settings(),
+            "gcp": gcp_settings(gcp_env),
         },
     )
     errors = lint_errors(path, name)
