@@ -214,6 +214,7 @@ def test_lint_shows_the_grant_is_needed(tmp_path: Path, capsys: pytest.CaptureFi
         tmp_path, capsys, f'keyvaultName: kv1\ntenantId: {TENANT}\nuseVMManagedIdentity: "true"\n{objects}'
     )
     assert "nodeIdentity: [azure]" in out and "0 errors, 1 warning" in out and code == 0, out
+    assert "spc.yaml:9: warning" in out, "the warning points at the useVMManagedIdentity line"
     code, out = _lint(
         tmp_path,
         capsys,

@@ -73,7 +73,7 @@ def _node_identity(given: RuleInput) -> None:
             "set either clientID (the pod's workload identity) or useVMManagedIdentity (the node's), not both"
         )
     if managed and given.settings is None:
-        raise Advisory(NODE_IDENTITY_ADVICE)
+        raise Advisory(NODE_IDENTITY_ADVICE, "useVMManagedIdentity")
 
 
 def _object(given: RuleInput) -> None:

@@ -407,14 +407,19 @@ def _errors(sink: Sink) -> int:
 
 class Advisory(KeygateError):
     """Raised by a rule to warn (lint) rather than refuse: the SPC is valid, but needs something
-    outside it (e.g. a release policy grant) that only the daemon can check."""
+    outside it (e.g. a release policy grant) that only the daemon can check. ``key`` is the
+    parameter the warning is about, so lint points at its line."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 def _run(rule: Rule, given: RuleInput, sink: Sink, index: int | None) -> None:
     try:
         rule(given)
     except Advisory as exc:
-        sink.report(Finding("warning", exc.message, index))
+        sink.report(Finding("warning", exc.message, index, exc.key))
     except KeygateError as exc:
         sink.report(Finding("error", exc.message, index, error=type(exc)))
     except ImportError as exc:

@@ -94,7 +94,7 @@ def _provider_adc(given: RuleInput) -> None:
     """``auth: provider-adc`` reads as the daemon, shared by every pod: the backend checks the
     release policy grant per Mount; lint (no daemon settings) says that the grant is needed."""
     if given.parameters.text("auth") == AUTH_PROVIDER and given.settings is None:
-        raise Advisory(PROVIDER_ADC_ADVICE)
+        raise Advisory(PROVIDER_ADC_ADVICE, "auth")
 
 
 def _object(given: RuleInput) -> None:
