@@ -8,10 +8,11 @@ a peer ships an example without a test, the file names follow the peer's documen
 entry loads; ``source`` says so. Facts only: nothing here is copied from those projects.
 
 ``status`` is one of ``mounts`` (expected files, byte for byte or by ``Check``), ``meant_to_fail``
-(the peer file is broken on purpose or by a literal placeholder: keygate must refuse it with a
-message matching ``refusal``) or ``refused`` (keygate refuses by design, with ``refusal``).
-``missing`` names the feature of issue 12 that a ``mounts`` file still waits for: the test
-marks it ``xfail(strict=True)`` so it flips (and fails loudly) the day the feature lands.
+(the issue's four: broken on purpose, literal placeholders, AAD Pod Identity; keygate must refuse
+it with a message matching ``refusal``) or ``refused`` (another value keygate cannot use, such
+as a literal placeholder client id, refused with ``refusal``).
+``missing`` names what a ``mounts`` file still waits for (a feature, or a keygate difference from
+the peer): the test marks it ``xfail(strict=True)`` so it flips (and fails loudly) the day it lands.
 """
 
 from __future__ import annotations
@@ -485,7 +486,7 @@ EXPECTED: dict[tuple[str, str, str, str], Expect] = {
     ): Expect(
         EXAMPLE,
         status="refused",
-        refusal=r"useVMManagedIdentity|userAssignedIdentityID",
+        refusal=r"userAssignedIdentityID' must be the managed identity's client id GUID",
     ),
     ("azure", "test__load__secret-provider-class-template.yaml", "load-spc", "default"): Expect(
         "Azure/secrets-store-csi-driver-provider-azure: test/load (no content check): contents as loaded here",

@@ -209,7 +209,7 @@ class Setup:
         params = self.parameters
         namespace = params.get("vaultNamespace", "")
         if namespace and self.seed:
-            raise Unavailable("needs a Vault namespace, which this test does not set up")
+            raise Unavailable("needs a Vault namespace (tests/test_peer_files.py sets one up)")
         if params.get("vaultAddress"):
             params["vaultAddress"] = self.vault.address
         params["vaultCACertPath"] = self.vault.ca_file
@@ -255,7 +255,9 @@ class Setup:
             }
             root.write(f"pki/roles/{path.rsplit('/', 1)[-1]}", **role)
         else:
-            raise Unavailable(f"needs the Vault engine at {path.split('/')[0]!r}, not set up locally")
+            raise Unavailable(
+                f"needs the Vault engine at {path.split('/')[0]!r} (tests/test_peer_files.py sets it up)"
+            )
 
     def _aws(self, item: dict[str, Any]) -> None:
         if str(self.parameters.get("usePodIdentity", "")).strip().lower() == "true":

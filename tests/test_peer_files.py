@@ -396,7 +396,7 @@ def status(expect: Expect) -> str:
     if expect.status == "meant_to_fail":
         return "meant to fail: refused"
     if expect.status == "refused":
-        return "refused by design"
+        return "refused: literal placeholder"
     if expect.missing:
         return "waits for a feature (xfail)"
     return "mounts, expected contents"
