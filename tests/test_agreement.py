@@ -21,6 +21,9 @@ protocol. What a file names but cannot exist here is provided, never the SPC's m
 A file that lint passes but that needs what no local server offers (a database engine, a Vault
 namespace, a pinned version id, an ARN chosen by AWS, a value sealed for another key) is skipped
 with that reason; a file lint refuses must be refused by the daemon too, with no such help.
+The peer files among those are mounted anyway by tests/test_peer_files.py, which loads the
+servers as each peer's own tests do (database engine, namespace, ARNs, Parameter Manager) and
+compares the files with the peer tests' expectations.
 """
 
 from __future__ import annotations
