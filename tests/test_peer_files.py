@@ -398,7 +398,7 @@ def status(expect: Expect) -> str:
     if expect.status == "refused":
         return "refused: literal placeholder"
     if expect.missing:
-        return "waits for a feature (xfail)"
+        return "strict xfail: differs from the peer"
     return "mounts, expected contents"
 
 
