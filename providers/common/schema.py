@@ -19,232 +19,45 @@ value that a setting could fill is a warning naming that setting instead of an e
 
 from __future__ import annotations
 
-import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from provider.errors import InvalidSPC, KeygateError
-from providers.common import readers
+from provider.errors import KeygateError
+from providers.common.field_names import fold_keys, go_json_fold
 from providers.common.sinks import Collect, Finding, FirstError, Sink
+from providers.common.specs import FieldCase, Kind, Marker, Spec
+from providers.common.values import (
+    DerivedRule,
+    PathRule,
+    Rule,
+    RuleInput,
+    Values,
+    first_given,
+    store,
+)
 
 if TYPE_CHECKING:
     from provider.domain import SecretObject
 
-Kind = Literal["string", "bool", "int", "choice", "list", "mapping", "text"]
-FieldCase = Literal["exact", "go-json"]
-
-
-def go_json_fold(name: str) -> str:
-    """A field name folded the way Go's ``encoding/json`` matches keys to struct fields.
-
-    Go's decoder takes an exact match first, else a key whose fold equals the field's fold
-    (``fold.go``: ASCII ``a``-``z`` upper-cased; any other rune replaced by the smallest rune of
-    its ``unicode.SimpleFold`` orbit). For keygate's field names, which are ASCII, that accepts
-    exactly: ASCII letters in any case, the Kelvin sign U+212A for ``k``/``K`` and the long s
-    U+017F for ``s``/``S`` (the only non-ASCII runes whose orbits hold ASCII letters); every
-    other character must be the same. Nothing else is accepted: no Unicode normalisation, no
-    dotless or dotted i (U+0131/U+0130 have no simple fold to ``i``), no ``_`` or ``-`` dropped.
-    """
-    out = []
-    for ch in name:
-        if "a" <= ch <= "z":
-            out.append(ch.upper())
-        elif ch == "\u212a":
-            out.append("K")
-        elif ch == "\u017f":
-            out.append("S")
-        else:
-            out.append(ch)
-    return "".join(out)
-
-
-def _fold_keys(raw: Mapping[Any, Any], names: tuple[str, ...], where: str, strict: bool) -> dict[Any, Any]:
-    """``raw`` with each key that folds to one of ``names`` renamed to it (others kept as written).
-
-    Two keys for one field (``path`` and ``Path``) are refused when ``strict``: Go keeps the last
-    one silently, which hides a typo or a second author's intent; keygate names both instead.
-    """
-    exact = frozenset(names)
-    folded = {go_json_fold(n): n for n in names}
-    out: dict[Any, Any] = {}
-    spelled: dict[str, Any] = {}
-    for key, value in raw.items():
-        canonical = (key if key in exact else folded.get(go_json_fold(key))) if isinstance(key, str) else None
-        if canonical is None:
-            out[key] = value
-            continue
-        if canonical in spelled:
-            if strict:
-                raise InvalidSPC(
-                    f"{where}: {spelled[canonical]!r} and {key!r} both set the field {canonical!r} "
-                    "(field names are matched ignoring case, as the peer provider does); keep one"
-                )
-            continue
-        spelled[canonical] = key
-        out[canonical] = value
-    return out
-
-
-@dataclass(frozen=True, slots=True)
-class Spec:
-    """One SPC parameter or object field, as users write it."""
-
-    name: str
-    doc: str
-    kind: Kind = "string"
-    required: bool = False
-    default: str | None = None
-    choices: tuple[str, ...] = ()
-    aliases: tuple[str, ...] = ()
-    deprecated: tuple[str, ...] = ()
-    setting: str = ""
-    marker: bool = False
-    refused: str = ""
-    invalid: str = ""
-    bounds: tuple[int, int] = (0, 2**31)
-    entries: tuple[str, ...] = ()
-    """Field names inside this field's mapping (or each list entry's mapping), matched like the
-    object's own fields under a ``go-json`` schema (AWS ``jmesPath`` entries, ``failoverObject``)."""
-
-    @property
-    def spellings(self) -> tuple[str, ...]:
-        return (self.name, *self.aliases, *self.deprecated)
-
-
-@dataclass(frozen=True, slots=True)
-class Marker:
-    """An object field that names a backend: by its presence, or by one of ``values``/``pattern``."""
-
-    field: str
-    values: tuple[str, ...] = ()
-    pattern: str = ""
-
-    @property
-    def by_presence(self) -> bool:
-        return not self.values and not self.pattern
-
-    def matches(self, item: Mapping[str, Any]) -> bool:
-        if self.field not in item:
-            return False
-        if self.by_presence:
-            return True
-        text = str(item.get(self.field, ""))
-        return text.lower() in self.values or bool(self.pattern and re.match(self.pattern, text))
-
-
-class Values:
-    """Typed values read through a schema, keyed by canonical name."""
-
-    def __init__(self, values: Mapping[str, Any], given: frozenset[str]) -> None:
-        self._values = dict(values)
-        self.given = given
-
-    def get(self, name: str) -> Any:
-        return self._values.get(name)
-
-    def text(self, name: str) -> str:
-        value = self._values.get(name)
-        return "" if value is None else str(value)
-
-    def flag(self, name: str) -> bool:
-        return bool(self._values.get(name))
-
-    def number(self, name: str) -> int:
-        value = self._values.get(name)
-        return int(value) if value is not None else 0
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-
-@dataclass(frozen=True, slots=True)
-class RuleInput:
-    """What a cross-field rule sees; ``settings`` is None when the daemon's config is unknown."""
-
-    parameters: Values
-    settings: Mapping[str, Any] | None
-    obj: SecretObject | None = None
-    fields: Values | None = None
-
-    @property
-    def where(self) -> str:
-        return "" if self.obj is None else f"objects[{self.obj.index}] {self.obj.name!r}"
-
-
-Rule = Callable[[RuleInput], None]
-"""A check across values; raises InvalidSPC (or a more precise KeygateError) naming what to change."""
-PathRule = Callable[[Mapping[str, Any], Mapping[str, str]], str]
-DerivedRule = Callable[["SecretObject", Mapping[str, str]], tuple[str, ...]]
-"""The extra files an object writes besides its own (AWS ``jmesPath`` aliases), as relative paths."""
-
-
-def _first(raw: Mapping[str, Any], spec: Spec) -> tuple[str | None, Any]:
-    for key in spec.spellings:
-        value = raw.get(key)
-        if value is None or (isinstance(value, str) and not value.strip()):
-            continue
-        return key, value
-    return None, None
-
-
-def _convert(spec: Spec, value: Any, label: str, strip: bool, obj: str = "") -> Any:
-    if spec.kind == "bool":
-        return readers.truthy(value, label)
-    if spec.kind == "int":
-        return readers.whole(value, label, *spec.bounds)
-    if spec.kind == "list":
-        if not isinstance(value, list):
-            raise InvalidSPC(spec.invalid.format(where=label) if spec.invalid else f"{label} must be a list")
-        return value
-    if spec.kind == "mapping":
-        if not isinstance(value, dict):
-            raise InvalidSPC(
-                spec.invalid.format(where=label) if spec.invalid else f"{label} must be a mapping"
-            )
-        return value
-    text = readers.string(value, label)
-    if strip:
-        text = text.strip()
-    if spec.kind == "choice":
-        folded = text.lower()
-        if folded not in spec.choices:
-            raise InvalidSPC(
-                spec.invalid.format(where=label, obj=obj, value=text[:40])
-                if spec.invalid
-                else f"{label} must be one of {', '.join(spec.choices)}"
-            )
-        return folded
-    return text
-
-
-def _store(
-    spec: Spec,
-    used: str | None,
-    raw: Any,
-    label: str,
-    obj: str,
-    index: int | None,
-    sink: Sink,
-    values: dict[str, Any],
-    given: set[str],
-) -> None:
-    """Default, convert and keep one value (``obj`` is set for object fields, which keep spaces)."""
-    if raw is None:
-        raw = spec.default
-    if raw is None:
-        return
-    try:
-        value = _convert(spec, raw, label, strip=not obj, obj=obj)
-    except InvalidSPC as exc:
-        sink.report(Finding("error", exc.message, index, used))
-        return
-    if spec.refused and used is not None and value not in (False, ""):
-        sink.report(Finding("error", f"{label} is not supported by keygate: {spec.refused}", index, used))
-        return
-    values[spec.name] = value
-    if used is not None:
-        given.add(spec.name)
+__all__ = [
+    "Advisory",
+    "Collect",
+    "DerivedRule",
+    "FieldCase",
+    "Finding",
+    "FirstError",
+    "Kind",
+    "Marker",
+    "PathRule",
+    "Rule",
+    "RuleInput",
+    "Schema",
+    "Sink",
+    "Spec",
+    "Values",
+    "go_json_fold",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,16 +99,16 @@ class Schema:
         if self.field_case == "exact":
             return dict(item)
         names = tuple(dict.fromkeys((*self.peer_fields, *(f.name for f in self.fields))))
-        out = _fold_keys(item, names, where, strict)
+        out = fold_keys(item, names, where, strict)
         for spec in self.fields:
             value = out.get(spec.name)
             if not spec.entries:
                 continue
             if isinstance(value, Mapping):
-                out[spec.name] = _fold_keys(value, spec.entries, f"{where} {spec.name}", strict)
+                out[spec.name] = fold_keys(value, spec.entries, f"{where} {spec.name}", strict)
             elif isinstance(value, list):
                 out[spec.name] = [
-                    _fold_keys(entry, spec.entries, f"{where} {spec.name}[{i}]", strict)
+                    fold_keys(entry, spec.entries, f"{where} {spec.name}[{i}]", strict)
                     if isinstance(entry, Mapping)
                     else entry
                     for i, entry in enumerate(value)
@@ -332,7 +145,7 @@ class Schema:
         given: set[str] = set()
         for spec in self.parameters:
             label = f"parameter {spec.name!r}"
-            used, raw = _first(parameters, spec)
+            used, raw = first_given(parameters, spec)
             if used is not None and used in spec.deprecated:
                 sink.report(
                     Finding(
@@ -360,7 +173,7 @@ class Schema:
                 )
                 sink.report(Finding("error", f"{label} is required{also}: {spec.doc}", key=spec.name))
                 continue
-            _store(spec, used, raw, label, "", None, sink, values, given)
+            store(spec, used, raw, label, "", None, sink, values, given)
         return Values(values, frozenset(given))
 
     def read_fields(self, obj: SecretObject, sink: Sink | None = None) -> Values:
@@ -370,13 +183,13 @@ class Schema:
         values: dict[str, Any] = {}
         given: set[str] = set()
         for spec in self.fields:
-            used, raw = _first(obj.spec, spec)
+            used, raw = first_given(obj.spec, spec)
             if raw is None and spec.required:
                 sink.report(
                     Finding("error", f"{where}: {spec.name!r} is required ({spec.doc})", obj.index, spec.name)
                 )
                 continue
-            _store(spec, used, raw, f"{where}: {spec.name!r}", where, obj.index, sink, values, given)
+            store(spec, used, raw, f"{where}: {spec.name!r}", where, obj.index, sink, values, given)
         return Values(values, frozenset(given))
 
     def check_parameters(
