@@ -221,11 +221,6 @@ def test_aws_object_name_is_not_a_file_after_path_translation(start_daemon, moto
         mount_and_sync(d.client, aws_manifest(secret_objects), pod, short_tmp / "vol")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="lint compares secretObjects with each object's own file only; files an object adds "
-    "(AWS jmesPath aliases) are reported as not mounted although the driver finds them",
-)
 def test_lint_accepts_jmes_path_files_in_secret_objects(tmp_path, capsys):
     code, out = lint_manifest(tmp_path, capsys, aws_manifest(AWS_SECRET_OBJECTS))
     assert code == 0, out

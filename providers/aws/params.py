@@ -140,7 +140,9 @@ def _version_fields(spec: Mapping[str, Any], object_type: str, where: str) -> tu
     return version, label
 
 
-def _jmes_entries(raw: Any, where: str) -> tuple[JmesEntry, ...]:
+def _jmes_entries(raw: Any, where: str, compile_paths: bool = True) -> tuple[JmesEntry, ...]:
+    """The ``jmesPath`` entries; ``compile_paths=False`` only reads their shape and aliases (no
+    jmespath needed, so lint without the AWS extra still knows the files they add)."""
     if raw in (None, ""):
         return ()
     if not isinstance(raw, list) or not raw:
@@ -154,7 +156,8 @@ def _jmes_entries(raw: Any, where: str) -> tuple[JmesEntry, ...]:
         alias = readers.string(entry.get("objectAlias"), f"{at}: objectAlias")
         if not path or not alias:
             raise InvalidSPC(f"{at} needs both 'path' and 'objectAlias'")
-        compile_jmes(path)
+        if compile_paths:
+            compile_jmes(path)
         entries.append(JmesEntry(path, alias))
     return tuple(entries)
 
@@ -201,7 +204,7 @@ def plan(obj: SecretObject, values: Values, parameters: Mapping[str, str]) -> Pl
 
 def derived_paths(obj: SecretObject, parameters: Mapping[str, str]) -> tuple[str, ...]:
     """The files of the object's ``jmesPath`` entries, named as the backend writes them."""
-    entries = _jmes_entries(obj.spec.get("jmesPath"), f"objects[{obj.index}] {obj.name!r}")
+    entries = _jmes_entries(obj.spec.get("jmesPath"), f"objects[{obj.index}] {obj.name!r}", False)
     return tuple(translate_path(entry.alias, parameters) for entry in entries)
 
 
