@@ -19,6 +19,7 @@ from providers.gcp.oauth import TokenSource
 from providers.gcp.settings import GCPSettings
 
 if TYPE_CHECKING:
+    import grpc
     from google.cloud.parametermanager_v1 import ParameterManagerClient
     from google.cloud.secretmanager_v1 import SecretManagerServiceClient
 
@@ -62,17 +63,12 @@ class SecretManager:
         return Read(version=response.name or name, data=data)
 
     def _connect(self, endpoint: str) -> SecretManagerServiceClient:
-        import grpc
         from google.cloud.secretmanager_v1 import SecretManagerServiceClient
         from google.cloud.secretmanager_v1.services.secret_manager_service.transports import (
             SecretManagerServiceGrpcTransport,
         )
 
-        channel = (
-            grpc.insecure_channel(endpoint)
-            if self.settings.insecure_plaintext_endpoint
-            else grpc.secure_channel(endpoint, grpc.ssl_channel_credentials())
-        )
+        channel = _channel(endpoint, plaintext=self.settings.insecure_plaintext_endpoint)
         return SecretManagerServiceClient(transport=SecretManagerServiceGrpcTransport(channel=channel))
 
     def close(self) -> None:
@@ -100,7 +96,6 @@ class ParameterManager:
         return Read(version=response.parameter_version or name, data=bytes(response.rendered_payload))
 
     def _connect(self, endpoint: str) -> ParameterManagerClient:
-        import grpc
 
         try:
             from google.cloud.parametermanager_v1 import ParameterManagerClient
@@ -112,15 +107,20 @@ class ParameterManager:
                 "GCP Parameter Manager resources need google-cloud-parametermanager "
                 "(pip install 'keygate[gcp]')"
             ) from None
-        channel = (
-            grpc.insecure_channel(endpoint)
-            if self.settings.plaintext_for(endpoint)
-            else grpc.secure_channel(endpoint, grpc.ssl_channel_credentials())
-        )
+        channel = _channel(endpoint, plaintext=self.settings.plaintext_for(endpoint))
         return ParameterManagerClient(transport=ParameterManagerGrpcTransport(channel=channel))
 
     def close(self) -> None:
         self._clients.close()
+
+
+def _channel(endpoint: str, *, plaintext: bool) -> grpc.Channel:
+    """A gRPC channel to ``endpoint``: TLS with the system roots, or plaintext where allowed."""
+    import grpc
+
+    if plaintext:
+        return grpc.insecure_channel(endpoint)
+    return grpc.secure_channel(endpoint, grpc.ssl_channel_credentials())
 
 
 def map_error(
