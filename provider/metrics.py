@@ -82,6 +82,19 @@ ATTESTATION_DENIALS = Counter(
     ("reason",),
     registry=REGISTRY,
 )
+RATE_LIMIT_WAIT = Histogram(
+    "keygate_backend_rate_limit_wait_seconds",
+    "Time a backend request waited for its endpoint's rate-limit slot (0 when one was free), by backend.",
+    ("backend",),
+    buckets=(0.0, 0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 25.0),
+    registry=REGISTRY,
+)
+THROTTLED = Counter(
+    "keygate_backend_throttled",
+    "Backend answers that were throttling (429, 503 with Retry-After, throttling error codes), by backend.",
+    ("backend",),
+    registry=REGISTRY,
+)
 READY = Gauge(
     "keygate_ready",
     "1 when the daemon is ready to serve mounts (socket serving, keys and policy loaded), else 0.",
@@ -148,3 +161,13 @@ def record_backend(backend: str, seconds: float, *, objects: int = 0, error_code
         BACKEND_OBJECTS.labels(backend=name).inc(objects)
     else:
         BACKEND_ERRORS.labels(backend=name, code=error_code).inc()
+
+
+def record_rate_limit_wait(backend: str, seconds: float) -> None:
+    """One request's wait for its endpoint's rate-limit slot."""
+    RATE_LIMIT_WAIT.labels(backend=bounded("backend", backend)).observe(seconds)
+
+
+def record_throttled(backend: str) -> None:
+    """One throttling answer from ``backend``."""
+    THROTTLED.labels(backend=bounded("backend", backend)).inc()
