@@ -19,6 +19,13 @@ import yaml
 
 from provider.errors import KeygateError
 
+RATE_DEFAULTS = {
+    "vault": (500.0, 1000),
+    "aws": (200.0, 400),
+    "azure": (200.0, 400),
+    "gcp": (500.0, 1000),
+}
+
 DEFAULT_SOCKET = "/var/run/secrets-store-csi-providers/keygate.sock"
 
 
@@ -172,6 +179,40 @@ OPTIONS: tuple[Option, ...] = (
         "int",
     ),
     Option(
+        "shared_reads",
+        True,
+        "Single flight: identical backend reads of concurrent Mounts (same backend, endpoint, "
+        "identity, object, version) go to the backend once (docs/shared-reads.md). Set it to false in "
+        "the environment or config file to turn it off.",
+        "bool",
+    ),
+    Option(
+        "shared_read_ttl",
+        0,
+        "Seconds (at most 60) a shared read's answer is reused, in memory only, by later Mounts with "
+        "the same key; 0 (the default) keeps only the single flight.",
+        "int",
+    ),
+    *(
+        option
+        for name, (rate, burst) in RATE_DEFAULTS.items()
+        for option in (
+            Option(
+                f"{name}_rate",
+                rate,
+                f"Requests per second keygate sends to one {name} endpoint, shared by all Mounts "
+                "(docs/rate-limits.md).",
+                "float",
+            ),
+            Option(
+                f"{name}_burst",
+                int(burst),
+                f"Requests to one {name} endpoint that may go at once before {name}_rate applies (1 or more).",
+                "int",
+            ),
+        )
+    ),
+    Option(
         "metrics_addr",
         ":8098",
         "host:port for Prometheus /metrics and the /healthz and /readyz probes; empty disables.",
@@ -214,6 +255,16 @@ class Config:
     pod_watch: bool = False
     max_inflight: int = 256
     metrics_addr: str = ":8098"
+    shared_reads: bool = True
+    shared_read_ttl: int = 0
+    vault_rate: float = RATE_DEFAULTS["vault"][0]
+    vault_burst: int = RATE_DEFAULTS["vault"][1]
+    aws_rate: float = RATE_DEFAULTS["aws"][0]
+    aws_burst: int = RATE_DEFAULTS["aws"][1]
+    azure_rate: float = RATE_DEFAULTS["azure"][0]
+    azure_burst: int = RATE_DEFAULTS["azure"][1]
+    gcp_rate: float = RATE_DEFAULTS["gcp"][0]
+    gcp_burst: int = RATE_DEFAULTS["gcp"][1]
     backends: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
 
     def backend_settings(self) -> dict[str, dict[str, Any]]:
@@ -225,6 +276,14 @@ class Config:
         aws = settings.setdefault("aws", {})
         for key in ("node_name", "kube_api_url", "kube_ca", "kube_token_file"):
             aws.setdefault(key, getattr(self, key))  # the node's region label (providers.aws.region)
+        for name in RATE_DEFAULTS:
+            settings.setdefault(name, {})["runtime"] = {
+                "rate": getattr(self, f"{name}_rate"),
+                "burst": getattr(self, f"{name}_burst"),
+                "shared_reads": self.shared_reads,
+                "shared_read_ttl": self.shared_read_ttl,
+                "verified": not self.insecure_skip_attestation,
+            }
         return settings
 
 
@@ -365,6 +424,11 @@ def load(args: argparse.Namespace | None = None, environ: Mapping[str, str] | No
             parse_addr(config.metrics_addr)
         except KeygateError as exc:
             raise KeygateError(f"{describe('metrics_addr')}: {exc.message}") from None
+    if config.shared_read_ttl > 60:
+        raise KeygateError(f"{describe('shared_read_ttl')} must be at most 60 seconds")
+    for name in RATE_DEFAULTS:
+        if getattr(config, f"{name}_burst") < 1:
+            raise KeygateError(f"{describe(f'{name}_burst')} must be 1 or more")
     if config.log_level.lower() not in ("debug", "info", "warning", "error"):
         raise KeygateError(
             f"{describe('log_level')} must be debug, info, warning or error, not {config.log_level[:40]!r}"
