@@ -32,11 +32,6 @@ GCP_SM = "GoogleCloudPlatform/secrets-store-csi-driver-provider-gcp: test/e2e/mo
 GCP_PM = "GoogleCloudPlatform/secrets-store-csi-driver-provider-gcp: test/e2e/mount_parametermanager_test.go"
 EXAMPLE = "example without a peer test: file names by the peer's naming rule, contents as loaded here"
 
-VAULT_WHOLE = (
-    "Vault file without secretKey: vault-csi-provider writes Vault's whole response JSON (the peer "
-    "test reads .data.certificate), keygate writes only the secret's data (not in issue 12; reported)"
-)
-
 
 @dataclass(frozen=True)
 class Check:
@@ -229,7 +224,6 @@ EXPECTED: dict[tuple[str, str, str, str], Expect] = {
             "certs": PKI,
             "secret-1": b"hello1",
         },
-        missing=VAULT_WHOLE,
     ),
     ("vault", "test__bats__configs__vault-db-secretproviderclass.yaml", "vault-db", "default"): Expect(
         VAULT_BATS,
@@ -291,7 +285,7 @@ EXPECTED: dict[tuple[str, str, str, str], Expect] = {
         files=_b(**{"secret-1": "hello-sync1", "secret-2": "hello-sync2", "secret-3": "hello-sync3"}),
     ),
     ("vault", "test__bats__configs__vault-pki-secretproviderclass.yaml", "vault-pki", "default"): Expect(
-        VAULT_BATS, files={"certs": PKI}, missing=VAULT_WHOLE
+        VAULT_BATS, files={"certs": PKI}
     ),
     # ---- driver (kubernetes-sigs/secrets-store-csi-driver test/bats/tests) ----
     (

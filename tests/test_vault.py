@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 
 import grpc
@@ -100,9 +101,9 @@ def test_kv_v1_v2_keys_whole_json_and_non_strings(start_daemon, seeded: Vault):
     assert got["port"] == b"5432"
     assert json.loads(got["opts"]) == {"pool": 4, "ssl": "on"}
     whole = {"password": SECRET, "port": 5432, "tls": True, "opts": {"pool": 4, "ssl": "on"}}
-    assert json.loads(got["whole"]) == whole
+    assert json.loads(got["whole"])["data"]["data"] == whole
     assert got["legacy-user"] == b"alice"
-    assert json.loads(got["legacy"]) == {"user": "alice", "pin": 1234}
+    assert json.loads(got["legacy"])["data"] == {"user": "alice", "pin": 1234}
     modes = {f.path: f.mode for f in resp.files}
     assert modes["password"] == 0o600 and modes["port"] == 0o644
     ids = set(versions(resp))
@@ -117,6 +118,106 @@ def test_kv_v1_v2_keys_whole_json_and_non_strings(start_daemon, seeded: Vault):
     # One read per distinct (path, method, args): db (data/ spelling), db (short spelling), legacy.
     assert backend(d).stats["reads"] == 3
     assert SECRET not in json.dumps(sorted(ids)) + json.dumps(versions(resp))
+
+
+UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+PEER_WHOLE = """
+- {objectName: v2, secretPath: secret/data/app/shape}
+- {objectName: v1, secretPath: kv1/app/legacy}
+"""
+
+
+def test_whole_answer_is_written_like_vault_csi_provider_byte_for_byte(start_daemon, seeded: Vault):
+    """No secretKey: Go's json.Marshal of api.Secret (field order, sorted maps, HTML escapes)."""
+    root = seeded.root()
+    data = {
+        "html": "<a href='x'>&</a>",
+        "uni": "\u00e9\u2028",
+        "n": 1.5e-7,
+        "big": 1e22,
+        "list": [1, {"z": 1, "a": None}],
+    }
+    root.secrets.kv.v2.create_or_update_secret("app/shape", data, mount_point="secret")
+    meta = root.secrets.kv.v2.read_secret_version(
+        "app/shape", mount_point="secret", raise_on_deleted_version=True
+    )["data"]["metadata"]
+    got = files(do_mount(start_daemon(), seeded.params(PEER_WHOLE), seeded.issuer.pod()))
+    rid = {name: json.loads(got[name])["request_id"] for name in ("v1", "v2")}
+    assert all(re.fullmatch(UUID, value) for value in rid.values()) and rid["v1"] != rid["v2"]
+    v1 = (
+        '{"request_id":"RID","lease_id":"","lease_duration":2764800,"renewable":false,'
+        '"data":{"pin":1234,"user":"alice"},"warnings":null}'
+    )
+    assert got["v1"] == v1.replace("RID", rid["v1"]).encode()
+    v2 = (
+        '{"request_id":"RID","lease_id":"","lease_duration":0,"renewable":false,'
+        '"data":{"data":{"big":1e+22,"html":"\\u003ca href=\'x\'\\u003e\\u0026\\u003c/a\\u003e",'
+        '"list":[1,{"a":null,"z":1}],"n":1.5e-7,"uni":"\u00e9\\u2028"},'
+        '"metadata":{"created_time":"CREATED","custom_metadata":null,"deletion_time":"",'
+        '"destroyed":false,"version":VERSION}},"warnings":null}'
+    )
+    v2 = v2.replace("RID", rid["v2"]).replace("CREATED", meta["created_time"])
+    assert got["v2"] == v2.replace("VERSION", str(meta["version"])).encode()
+
+
+def test_whole_answer_stays_the_same_across_polls_until_the_secret_changes(start_daemon, seeded: Vault):
+    """Each read has a new request_id; the file keeps the first one while the rest is unchanged."""
+    d = start_daemon()
+    root = seeded.root()
+    root.secrets.kv.v2.create_or_update_secret("app/poll", {"k": "one"}, mount_point="secret")
+    root.write("kv1/app/poll", k="one")
+    objects = (
+        "- {objectName: v2, secretPath: secret/data/app/poll}\n- {objectName: v1, secretPath: kv1/app/poll}"
+    )
+    pod = seeded.issuer.pod()
+    first = do_mount(d, seeded.params(objects), pod)
+    again = do_mount(d, seeded.params(objects), pod, current=list(versions(first).items()))
+    assert backend(d).stats["reads"] == 4
+    assert files(again) == files(first) and versions(again) == versions(first)
+    root.secrets.kv.v2.create_or_update_secret("app/poll", {"k": "two"}, mount_point="secret")
+    root.write("kv1/app/poll", k="two")
+    changed = do_mount(d, seeded.params(objects), pod, current=list(versions(first).items()))
+    for name in ("v1", "v2"):
+        before, after = json.loads(files(first)[name]), json.loads(files(changed)[name])
+        assert after["request_id"] != before["request_id"] and versions(changed) != versions(first)
+    assert json.loads(files(changed)["v2"])["data"]["data"] == {"k": "two"}
+    assert json.loads(files(changed)["v1"])["data"] == {"k": "two"}
+
+
+def test_whole_pki_answer_has_the_certificate_under_data_like_the_peers_test(start_daemon, seeded: Vault):
+    d = start_daemon()
+    objects = """
+- objectName: certs
+  secretPath: pki/issue/app
+  method: PUT
+  secretArgs: {common_name: whole.example.com, ttl: 10m}
+"""
+    pod = seeded.issuer.pod()
+    got = files(do_mount(d, seeded.params(objects), pod))["certs"]
+    body = json.loads(got)
+    assert list(body) == ["request_id", "lease_id", "lease_duration", "renewable", "data", "warnings"]
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    cert = x509.load_pem_x509_certificate(body["data"]["certificate"].encode())
+    assert cert.subject.rfc4514_string() == "CN=whole.example.com"
+    key = serialization.load_pem_private_key(body["data"]["private_key"].encode(), None)
+    assert cert.public_key() == key.public_key()
+    assert list(body["data"]) == sorted(body["data"])
+    # A reused issue answer is the very same bytes on the next poll.
+    assert files(do_mount(d, seeded.params(objects), pod))["certs"] == got
+    assert backend(d).stats["lease_reuses"] == 1
+
+
+def test_whole_answer_too_deep_is_refused_with_a_reason(start_daemon, seeded: Vault):
+    nested: object = "leaf"
+    for _ in range(300):
+        nested = [nested]
+    seeded.root().secrets.kv.v2.create_or_update_secret("app/deep", {"deep": nested}, mount_point="secret")
+    params = seeded.params("- {objectName: deep, secretPath: secret/data/app/deep}")
+    code, details = mount_error(start_daemon(), params, seeded.issuer.pod())
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "nested more than" in details and "secretKey" in details and "leaf" not in details
 
 
 def test_encodings(start_daemon, seeded: Vault):

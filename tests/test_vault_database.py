@@ -102,3 +102,22 @@ def test_another_pod_gets_its_own_user(start_daemon, database: Vault):
     mine = files(do_mount(d, database.params(DB_OBJECTS), database.issuer.pod()))
     other = files(do_mount(d, database.params(DB_OBJECTS), database.issuer.pod(name="app-2", uid="u-2")))
     assert mine["db-username"] != other["db-username"]
+
+
+def test_whole_answer_without_secret_key_names_the_lease_like_the_peer(
+    start_daemon, database: Vault, postgres: Postgres
+):
+    """vault-csi-provider's vault-all SPC writes database creds without secretKey: the whole answer."""
+    d = start_daemon()
+    pod = database.issuer.pod()
+    objects = "- {objectName: db, secretPath: database/creds/app}"
+    first = files(do_mount(d, database.params(objects), pod))["db"]
+    body = json.loads(first)
+    assert list(body) == ["request_id", "lease_id", "lease_duration", "renewable", "data", "warnings"]
+    assert body["lease_id"].startswith("database/creds/app/") and body["renewable"] is True
+    assert 3000 < body["lease_duration"] <= 3600
+    got = {"db-username": body["data"]["username"].encode(), "db-password": body["data"]["password"].encode()}
+    assert logs_in(postgres, got)
+    # The rotation poll reuses the lease: the same bytes, no new database user.
+    assert files(do_mount(d, database.params(objects), pod))["db"] == first
+    assert backend(d).stats["reads"] == 1

@@ -95,6 +95,12 @@ class VaultBackend:
             )
         return unique_ids(out, lambda item: f"~{item.obj.name}")
 
+    async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
+        """Selectors to the secrets they list (:mod:`providers.vault.listing`)."""
+        from providers.vault import listing
+
+        return await listing.expand(self, objs, ctx)
+
     async def _session(
         self, params: VaultParams, ctx: FetchContext, jwt: str, key: tuple[Any, ...]
     ) -> Session:

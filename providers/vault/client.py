@@ -79,12 +79,13 @@ class Session:
 
 @dataclass(frozen=True, slots=True)
 class Result:
-    """A read's parsed answer: the key/value map, the kv version, and lease facts."""
+    """A read's parsed answer: the key/value map, the kv version, lease facts, the whole body."""
 
     values: Any
     version: str
     dynamic: bool
     reuse_until: float = 0.0
+    body: Mapping[str, Any] | None = None
 
 
 class VaultHTTP:
@@ -276,17 +277,17 @@ def result_of(read: Read, body: Mapping[str, Any]) -> Result:
     inner = data.get("data") if isinstance(data, dict) else None
     meta = data.get("metadata") if isinstance(data, dict) else None
     if read.method == "GET" and isinstance(inner, dict) and isinstance(meta, dict) and "version" in meta:
-        return Result(values=inner, version=f"kv2:{meta['version']}", dynamic=False)
+        return Result(values=inner, version=f"kv2:{meta['version']}", dynamic=False, body=body)
     dynamic = bool(lease_id) or read.writes
     if not dynamic:
-        return Result(values=data, version="", dynamic=False)
+        return Result(values=data, version="", dynamic=False, body=body)
     now = time.monotonic()
     valid_for = lease
     if valid_for <= 0 and isinstance(data, dict) and isinstance(data.get("expiration"), int | float):
         valid_for = float(data["expiration"]) - time.time()
     version = "lease:" + hashlib.sha256(lease_id.encode()).hexdigest()[:16] if lease_id else ""
     reuse_until = now + valid_for * REUSE_FRACTION if valid_for > 0 else 0.0
-    return Result(values=data, version=version, dynamic=True, reuse_until=reuse_until)
+    return Result(values=data, version=version, dynamic=True, reuse_until=reuse_until, body=body)
 
 
 def _errors(data: Any) -> str:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qsl
 
 from provider.domain import SecretObject
+from provider.errors import InvalidSPC
 from providers.common import extract
 from providers.common.encoding import decode
 from providers.vault.client import Read, Result
 from providers.vault.params import secret_path
+from providers.vault.response_json import TooDeep, peer_json
+
+Render = Callable[[Mapping[str, Any]], bytes]
 
 
 def read_of(obj: SecretObject) -> Read:
@@ -28,21 +34,27 @@ def object_id(obj: SecretObject) -> str:
     return f"vault/{path}#{key}" if key else f"vault/{path}"
 
 
-def contents(obj: SecretObject, read: Read, result: Result) -> bytes:
-    """``secretKey`` of the answer (or all of it as JSON), decoded per ``encoding``."""
+def contents(obj: SecretObject, read: Read, result: Result, whole: Render = peer_json) -> bytes:
+    """``secretKey`` of the answer decoded per ``encoding``; without one, Vault's whole answer
+    as vault-csi-provider writes it (``whole``; ``encoding`` then does not apply, as there)."""
     where = f"objects[{obj.index}] {obj.name!r}"
     key = obj.str_field("secretKey")
     values = result.values
-    if key:
-        names = ", ".join(sorted(map(str, values))) if isinstance(values, dict) else "none"
-        missing = f"{where}: key {key!r} not found at Vault path {read.label!r} (keys there: {names})"
-        value = extract.key_of(values, key, missing)
-    else:
-        value = values
+    if not key:
+        try:
+            return whole(result.body if result.body is not None else {"data": values})
+        except TooDeep as exc:
+            raise InvalidSPC(
+                f"{where}: Vault's answer at {read.label!r} is {exc}; "
+                "name the value to write with 'secretKey'"
+            ) from None
+    names = ", ".join(sorted(map(str, values))) if isinstance(values, dict) else "none"
+    missing = f"{where}: key {key!r} not found at Vault path {read.label!r} (keys there: {names})"
+    value = extract.key_of(values, key, missing)
     encoding = obj.str_field("encoding", "utf-8").lower() or "utf-8"
     failure = (
         f"{where}: the value at {read.label!r}"
-        + (f" key {key!r}" if key else "")
+        + f" key {key!r}"
         + f" is not valid {encoding}; remove 'encoding' or store it {encoding}-encoded"
     )
     return decode(extract.as_text(value), encoding, failure)

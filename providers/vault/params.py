@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from provider.errors import InvalidSPC
+from providers.common import selectors
 from providers.common.encoding import ENCODINGS
 from providers.common.schema import Marker, RuleInput, Schema, Spec, Values
 
@@ -142,6 +143,15 @@ def _secret_path(given: RuleInput) -> None:
         raise InvalidSPC(f"{given.where}: 'secretPath' must not contain '..'")
 
 
+def _selector(given: RuleInput) -> None:
+    """A Vault selector lists with GET: no other method, request body or query."""
+    assert given.obj is not None
+    obj = given.obj
+    method = obj.str_field("method", "get").lower() or "get"
+    if method != "get" or "?" in obj.str_field("secretPath"):
+        raise InvalidSPC(f"{given.where}: a selector lists with GET; remove method and any ?query")
+
+
 SCHEMA = Schema(
     backend="vault",
     summary="HashiCorp Vault or OpenBao, logged in to as the pod (kubernetes or jwt auth).",
@@ -201,7 +211,7 @@ SCHEMA = Schema(
             required=True,
             marker=True,
         ),
-        Spec("secretKey", "key of the answer's data to write (default: the whole data as JSON)"),
+        Spec("secretKey", "key of the answer's data to write (default: Vault's whole answer as JSON)"),
         Spec(
             "method",
             "HTTP method; POST or PUT (the same to Vault) for engines that issue on write (e.g. PKI)",
@@ -223,8 +233,9 @@ SCHEMA = Schema(
             choices=ENCODINGS,
             default="utf-8",
         ),
+        selectors.spec("", "below secretPath (LIST; kv v2 lists <mount>/metadata/<path>)"),
     ),
     object_markers=(Marker("secretPath"),),
     spc_rules=(_address, _auth_mount, _tls),
-    object_rules=(_secret_path,),
+    object_rules=(_secret_path, selectors.rule("", ("secretArgs",), _selector)),
 )
