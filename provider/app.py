@@ -117,6 +117,7 @@ def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
         attestor or build_attestor(config, readiness),
         versioner,
         timeout=config.mount_timeout,
+        selector_max_objects=config.selector_max_objects,
         write_files=config.write_files,
         target_rules=TargetRules(
             config.kubelet_root_dir, allow_off_tmpfs=config.insecure_allow_write_files_off_tmpfs

@@ -89,6 +89,13 @@ OPTIONS: tuple[Option, ...] = (
         "Seconds one Mount may take in total (keep it below the driver's own timeout).",
         "float",
     ),
+    Option(
+        "selector_max_objects",
+        1000,
+        "Most objects one SPC selector (prefix mount) may expand to; a selector's own limit "
+        "above it is refused.",
+        "int",
+    ),
     Option("grace_period", 30.0, "Seconds to finish in-flight mounts after SIGTERM.", "float"),
     Option("log_level", "info", "debug, info, warning or error."),
     Option("log_format", "json", "json (one object per line) or text."),
@@ -231,6 +238,7 @@ class Config:
     kubelet_root_dir: str = "/var/lib/kubelet"
     insecure_allow_write_files_off_tmpfs: bool = False
     mount_timeout: float = 25.0
+    selector_max_objects: int = 1000
     grace_period: float = 30.0
     log_level: str = "info"
     log_format: str = "json"

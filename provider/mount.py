@@ -24,6 +24,7 @@ from provider.errors import (
     KeygateError,
     ResourceExhausted,
 )
+from provider.expand import expand_selectors
 from provider.files import PathClaims, clean_path
 from provider.health import Readiness
 from provider.memory import TRIMMER
@@ -34,6 +35,7 @@ from provider.versions import Versioner
 from provider.writer import OutFile, write_atomic
 from providers.base import Backend
 from providers.common.runtime import gather_all
+from providers.common.selectors import is_selector
 from providers.registry import Registry
 
 log = logging.getLogger("keygate.mount")
@@ -96,7 +98,9 @@ class Mounter:
         target_rules: TargetRules | None = None,
         audit: AuditHook | None = None,
         readiness: Readiness | None = None,
+        selector_max_objects: int = 1000,
     ) -> None:
+        self.selector_max_objects = selector_max_objects
         self.readiness = readiness if readiness is not None else Readiness()
         self.registry = registry
         self.attestor = attestor
@@ -142,6 +146,11 @@ class Mounter:
                 ctx = seen.ctx = parse(request)
                 objects = seen.objects = parse_objects(ctx.parameters, self.registry)
                 identity = await self.attestor.attest(ctx, objects)
+                if any(is_selector(obj) for obj in objects):
+                    fctx = self._context(ctx, identity, deadline)
+                    objects = seen.objects = await expand_selectors(
+                        self.registry, self.attestor, self.selector_max_objects, fctx, objects
+                    )
                 fetched = await self._fetch(ctx, identity, objects, deadline)
         except TimeoutError:
             raise DeadlineExceeded(
@@ -164,7 +173,16 @@ class Mounter:
         groups: dict[str, list[SecretObject]] = defaultdict(list)
         for obj in objects:
             groups[obj.backend].append(obj)
-        fctx = FetchContext(
+        fctx = self._context(ctx, identity, deadline)
+        backends = {name: self.registry.get(name) for name in groups}
+        if len(groups) == 1:
+            ((name, group),) = groups.items()
+            return await _guarded(backends[name], group, fctx)
+        results = await gather_all([_guarded(backends[n], g, fctx) for n, g in groups.items()])
+        return [item for part in results for item in part]
+
+    def _context(self, ctx: MountContext, identity: PodIdentity, deadline: float) -> FetchContext:
+        return FetchContext(
             pod=identity,
             spc_name=ctx.spc_name,
             parameters=ctx.parameters,
@@ -172,12 +190,6 @@ class Mounter:
             node_secrets=ctx.node_secrets,
             deadline=deadline,
         )
-        backends = {name: self.registry.get(name) for name in groups}
-        if len(groups) == 1:
-            ((name, group),) = groups.items()
-            return await _guarded(backends[name], group, fctx)
-        results = await gather_all([_guarded(backends[n], g, fctx) for n, g in groups.items()])
-        return [item for part in results for item in part]
 
     def _assemble(
         self, ctx: MountContext, objects: Sequence[SecretObject], fetched: Sequence[Fetched]
@@ -186,7 +198,7 @@ class Mounter:
         versions: list[tuple[str, str]] = []
         paths = PathClaims()
         ids: set[str] = set()
-        served: set[int] = set()
+        served: set[tuple[int, str, str]] = set()
         total = 0
         for item in fetched:
             obj = item.obj
@@ -196,14 +208,14 @@ class Mounter:
             if item.object_id in ids:
                 raise InvalidSPC(f"{where}: object id {item.object_id!r} appears twice in this SPC")
             ids.add(item.object_id)
-            served.add(obj.index)
+            served.add((obj.index, obj.name, obj.path))
             total += len(item.contents)
             mode = obj.mode if obj.mode is not None else ctx.default_mode
             files.append(OutFile(path, mode, item.contents))
             versions.append(
                 (item.object_id, self.versioner.version(item.object_id, item.version, path, item.contents))
             )
-        missing = [o.name for o in objects if o.index not in served]
+        missing = [o.name for o in objects if (o.index, o.name, o.path) not in served]
         if missing:
             raise BackendUnavailable(f"the backend returned nothing for: {', '.join(missing)}")
         if total > MAX_RESPONSE_BYTES:

@@ -111,6 +111,20 @@ class PodAttestor:
             node_identity=rule.node_identity if rule is not None else frozenset(),
         )
 
+    def check_release(self, identity: PodIdentity, objects: Sequence[SecretObject]) -> None:
+        """The release policy again, for objects known only after attestation (a selector's
+        expansion, :mod:`provider.expand`); refusals are counted like those of ``attest``."""
+        try:
+            rule = self.policy.current().rule_for(identity.namespace, identity.service_account)
+            if rule is not None:
+                for obj in objects:
+                    rule.check_object(obj, identity.namespace)
+        except KeygateError as exc:
+            reason = reason_of(exc)
+            tag(exc, reason)
+            metrics.record_denial(reason.value)
+            raise
+
     async def aclose(self) -> None:
         await self.verifier.aclose()
         if self.kube is not None:

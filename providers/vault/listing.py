@@ -1,0 +1,108 @@
+"""Vault selectors: every secret below a kv path, one level or recursively to a depth.
+
+kv v2 lists ``<mount>/metadata/<path>`` and reads ``<mount>/data/<path>/<key>``; kv v1 (and any
+engine that answers LIST) lists and reads ``<path>/<key>``. Which one a path is comes from
+``sys/internal/ui/mounts``, as for reads. Everything goes through the backend's own ``_session``
+(the pod's login) and ``_call`` (worker pool, retries, deadline) and the HTTP client's ``send``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+from typing import TYPE_CHECKING
+
+from provider.domain import FetchContext, SecretObject
+from provider.errors import BackendUnavailable, PermissionDenied, ResourceExhausted
+from providers.common import selectors
+from providers.common.runtime import gather_all
+from providers.common.tokens import pod_token
+from providers.vault import auth
+from providers.vault.client import Session, VaultHTTP
+from providers.vault.params import VaultParams, secret_path
+
+if TYPE_CHECKING:
+    from providers.vault.backend import VaultBackend
+
+MAX_KEYS = 10 * selectors.MAX_LIMIT
+
+
+def list_keys(http: VaultHTTP, params: VaultParams, session: Session, path: str) -> list[str]:
+    """One LIST (``GET ?list=true``); [] when Vault has nothing there (it answers 404)."""
+    status, data = http.send(
+        params, "GET", path, f"listing {path!r}", token=session.token, query=[("list", "true")]
+    )
+    http.count("lists")
+    if status == 404:
+        return []
+    if status == 403:
+        raise PermissionDenied(
+            f"{params.where}: role {params.role!r} may not list {path!r} (403 permission denied); "
+            f'grant it `path "{path}/*" {{ capabilities = ["list"] }}`'
+        )
+    inner = data.get("data") if isinstance(data, dict) else None
+    keys = inner.get("keys") if isinstance(inner, dict) else None
+    if status != 200 or not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise BackendUnavailable(f"{params.where} answered {status} without a key list for {path!r}")
+    if len(keys) > MAX_KEYS:
+        raise ResourceExhausted(f"{params.where}: {path!r} lists {len(keys)} keys, over {MAX_KEYS}")
+    return keys
+
+
+def roots(base: str, known: bool, mount: str | None) -> tuple[str, str]:
+    """(path to list, path to read below) for a selector's ``secretPath``."""
+    if mount is None and not known and "/data/" in f"{base}/":
+        mount = base.split("/data/", 1)[0] if "/data/" in base else base.rsplit("/data", 1)[0]
+    if mount is None:
+        return base, base
+    rest = base[len(mount) :].strip("/")
+    for head in ("data", "metadata"):
+        if rest == head or rest.startswith(f"{head}/"):
+            rest = rest[len(head) :].strip("/")
+            break
+    tail = f"/{rest}" if rest else ""
+    return f"{mount}/metadata{tail}", f"{mount}/data{tail}"
+
+
+async def expand(
+    backend: VaultBackend, objs: Sequence[SecretObject], ctx: FetchContext
+) -> list[SecretObject]:
+    """Every selector of ``objs`` listed with the pod's own Vault token."""
+    params = backend.params(ctx.parameters)
+    jwt = pod_token(ctx, [params.audience], " (or set the SPC parameter 'audience' to one it requests)")
+    session = await backend._session(params, ctx, jwt, auth.token_key(params, ctx, jwt))
+    parts = await gather_all([_one(backend, params, ctx, session, obj) for obj in objs])
+    return [item for part in parts for item in part]
+
+
+async def _one(
+    backend: VaultBackend, params: VaultParams, ctx: FetchContext, session: Session, obj: SecretObject
+) -> list[SecretObject]:
+    selector = selectors.read(obj)
+    base = secret_path(obj.str_field("secretPath")).strip("/")
+    http = backend._http
+    known, mount = await backend._call(params, ctx, lambda: http.mount_of(params, session, base))
+    list_root, read_root = roots(base, known, mount)
+    expansion = selectors.Expansion(obj, selector, "Vault key")
+    folders: list[tuple[str, int]] = [("", 1)]
+    listed = 0
+    while folders:
+        folder, level = folders.pop(0)
+        listed += 1
+        if listed > selector.limit:
+            raise ResourceExhausted(
+                f"{selectors.where(obj)}: more than {selector.limit} folders to list below "
+                f"{list_root!r}; lower selector.depth"
+            )
+        path = f"{list_root}/{folder}".rstrip("/")
+        keys: list[str] = await backend._call(params, ctx, partial(list_keys, http, params, session, path))
+        for key in sorted(keys):
+            relative = folder + key
+            if key.endswith("/"):
+                expansion.check_name(relative.rstrip("/"), f"{list_root}/{relative}")
+                if level < selector.depth:
+                    folders.append((relative, level + 1))
+                continue
+            name = f"{obj.path}/{relative}"
+            expansion.add(relative, name, {"secretPath": f"{read_root}/{relative}", "objectName": name})
+    return expansion.objects
