@@ -14,6 +14,7 @@ driver's rotation poll does not mint a new database user every two minutes.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ from providers.common.tokens import pod_token
 from providers.vault import auth, objects
 from providers.vault.client import Forbidden, Read, Result, Session, VaultHTTP
 from providers.vault.params import AUTH_METHODS, DEFAULT_AUDIENCE, DYNAMIC_MODES, SCHEMA, VaultParams
+from providers.vault.response_json import StableRequestIds
 from providers.vault.transport import Exchange
 
 log = logging.getLogger("keygate.vault")
@@ -59,6 +61,7 @@ class VaultBackend:
         self._tokens: ClientCache[tuple[Any, ...], Session] = ClientCache(margin=0.0)
         self._leases: dict[tuple[Any, ...], Result] = {}
         self._kv2_prefix: dict[tuple[Any, ...], str | None] = {}
+        self._request_ids = StableRequestIds(MAX_CACHED)
 
     def _count(self, name: str) -> None:
         """Counters (logins, renewals, reads, ...) for metrics and tests; bumped from worker threads."""
@@ -89,7 +92,9 @@ class VaultBackend:
         for obj in objs:
             read = objects.read_of(obj)
             result = results[read]
-            body = objects.contents(obj, read, result)
+            body = objects.contents(
+                obj, read, result, functools.partial(self._request_ids.render, (key, read))
+            )
             out.append(
                 Fetched(obj=obj, object_id=objects.object_id(obj), contents=body, version=result.version)
             )
@@ -190,4 +195,5 @@ class VaultBackend:
         self._http.close()
         self._tokens.clear()
         self._leases.clear()
+        self._request_ids.clear()
         self._pools.close()
