@@ -91,8 +91,23 @@ def build_attestor(config: Config, readiness: Readiness | None = None) -> Attest
     )
     if config.insecure_skip_image_check:
         log.warning("INSECURE: the Pod is not read from the API; image digests are not checked")
+    from provider.attest.signatures.checker import SignatureChecker
+    from provider.attest.signatures.registry import RegistrySettings
+
+    signatures = SignatureChecker(
+        RegistrySettings(
+            ca_file=config.signature_registry_ca,
+            docker_config=config.signature_docker_config,
+            timeout=min(config.signature_registry_timeout, config.mount_timeout / 2),
+        ),
+        cache_ttl=config.signature_cache_ttl,
+    )
     return PodAttestor(
-        verifier, policy, None if config.insecure_skip_image_check else kube, node_name=config.node_name
+        verifier,
+        policy,
+        None if config.insecure_skip_image_check else kube,
+        node_name=config.node_name,
+        signatures=signatures,
     )
 
 

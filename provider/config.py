@@ -162,6 +162,31 @@ OPTIONS: tuple[Option, ...] = (
         "Release policy YAML file (a mounted ConfigMap), reloaded on change. Default: "
         "digest pinning required, the SPC decides the rest.",
     ),
+    Option(
+        "signature_registry_ca",
+        "",
+        "CA bundle trusted (besides the system's) for registries the release policy's image "
+        "signatures are read from.",
+    ),
+    Option(
+        "signature_docker_config",
+        "",
+        "Docker config.json whose `auths` hold the node's pull credentials for reading image "
+        "signatures (basic credentials or the bearer-token exchange). Default: anonymous.",
+    ),
+    Option(
+        "signature_cache_ttl",
+        300.0,
+        "Seconds a verified image signature is remembered (at most 86400); within it a registry "
+        "outage does not refuse the image, after it the Mount fails closed.",
+        "float",
+    ),
+    Option(
+        "signature_registry_timeout",
+        10.0,
+        "Seconds one registry request for image signatures may take (capped at half of mount_timeout).",
+        "float",
+    ),
     Option("audit_sink", "stdout", "Where audit records go: stdout, stderr, or a file path (appended)."),
     Option("node_name", "", "This node's name (downward API spec.nodeName); recorded in audit and checked."),
     Option(
@@ -257,6 +282,10 @@ class Config:
     kube_token_file: str = ""
     insecure_skip_image_check: bool = False
     release_policy: str = ""
+    signature_registry_ca: str = ""
+    signature_docker_config: str = ""
+    signature_cache_ttl: float = 300.0
+    signature_registry_timeout: float = 10.0
     audit_sink: str = "stdout"
     node_name: str = ""
     insecure_allow_vault_skip_tls_verify: bool = False

@@ -14,6 +14,7 @@ from provider.attest.images import ImageRules, check_images
 from provider.attest.kube import KubeAPI
 from provider.attest.policy import PolicyStore
 from provider.attest.reasons import Denial, reason_of, tag
+from provider.attest.signatures.checker import SignatureChecker
 from provider.attest.tokens import TokenVerifier
 from provider.domain import PodIdentity, SecretObject
 from provider.errors import KeygateError, PermissionDenied, Unauthenticated
@@ -36,7 +37,9 @@ class PodAttestor:
         kube: KubeAPI | None,
         *,
         node_name: str = "",
+        signatures: SignatureChecker | None = None,
     ) -> None:
+        self.signatures = signatures
         self.verifier = verifier
         self.policy = policy
         self.kube = kube
@@ -103,6 +106,18 @@ class PodAttestor:
             if self.node_name and info.node_name and info.node_name != self.node_name:
                 raise _pod_mismatch(f"{where} is scheduled on node {info.node_name!r}, not this node")
             check_images(info.containers, rule.images if rule is not None else ImageRules(), where)
+            if rule is not None and rule.images.signatures:
+                if self.signatures is None:
+                    self.signatures = SignatureChecker()
+                await self.signatures.check(info.containers, rule.images.signatures, where)
+        elif rule is not None and rule.images.signatures:
+            raise tag(
+                PermissionDenied(
+                    f"release policy rule {rule.name!r} requires image signatures, but the daemon does not "
+                    "read the Pod (insecure_skip_image_check), so its images cannot be verified"
+                ),
+                Denial.SIGNATURE_MISSING,
+            )
         return PodIdentity(
             namespace=pod.namespace,
             name=pod.name,
@@ -127,5 +142,7 @@ class PodAttestor:
 
     async def aclose(self) -> None:
         await self.verifier.aclose()
+        if self.signatures is not None:
+            await self.signatures.aclose()
         if self.kube is not None:
             await self.kube.aclose()

@@ -24,6 +24,7 @@ from provider.request import MountContext
 log = logging.getLogger("keygate.audit")
 
 DENIAL_CODES = frozenset({Code.UNAUTHENTICATED, Code.PERMISSION_DENIED})
+IMAGE_FIELDS = ("container", "image")  # set by image signature refusals (which image, in which container)
 
 
 def _now() -> str:
@@ -115,6 +116,10 @@ class AuditLog:
         record["code"] = code.value
         if isinstance(error, KeygateError) and error.log_fields.get(DENIAL_FIELD):
             record["denial_reason"] = error.log_fields[DENIAL_FIELD]
+        if isinstance(error, KeygateError):
+            for key in IMAGE_FIELDS:
+                if isinstance(error.log_fields.get(key), str):
+                    record[key] = error.log_fields[key]
         record["objects"] = [{"name": o.name, "backend": o.backend} for o in objects]
         record["backends"] = sorted({o.backend for o in objects})
         self.write(record)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from provider.attest.kube import Container
 from provider.attest.reasons import Denial, tag
+from provider.attest.signatures.requirements import SignatureRequirement
 from provider.errors import PermissionDenied
 
 DIGEST_RE = re.compile(r"\Asha256:[0-9a-f]{64}\Z")
@@ -40,10 +41,14 @@ class ImageRef:
 
 @dataclass(frozen=True, slots=True)
 class ImageRules:
-    """Requirements beyond digest pinning (which is always required)."""
+    """Requirements beyond digest pinning (which is always required).
+
+    ``signatures`` are checked after these (they need the registry): every one applies.
+    """
 
     allowed_digests: frozenset[str] = field(default_factory=frozenset)
     allowed_repositories: tuple[str, ...] = ()
+    signatures: tuple[SignatureRequirement, ...] = ()
 
 
 def normalize_repository(name: str) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 import yaml
 
 from provider.attest.images import DIGEST_RE, ImageRules
+from provider.attest.signatures.requirements import RequirementError, parse_requirements
 from provider.domain import SecretObject
 from provider.errors import KeygateError, PermissionDenied
 from provider.health import Readiness
@@ -38,7 +39,7 @@ REF_FIELDS = ("secretPath", "resourceName")
 RULE_KEYS = {"name", "namespaces", "serviceAccounts", "backends", "objects", "images", "nodeIdentity"}
 NODE_IDENTITY_KEY = "nodeIdentity"
 NODE_IDENTITY_BACKENDS = ("azure", "gcp")
-IMAGE_KEYS = {"allowedDigests", "allowedRepositories"}
+IMAGE_KEYS = {"allowedDigests", "allowedRepositories", "signatures"}
 
 
 class PolicyError(KeygateError):
@@ -129,8 +130,14 @@ def _str_list(value: Any, where: str, *, default: Sequence[str]) -> tuple[str, .
     return tuple(value)
 
 
-def parse_policy(text: str, source: str) -> Policy:
-    """Parse and validate a policy document; raises PolicyError naming the first problem."""
+def parse_policy(text: str, source: str, base_dir: Path | None = None) -> Policy:
+    """Parse and validate a policy document; raises PolicyError naming the first problem.
+
+    Relative file names in it (signature keys, trust roots) are read from ``base_dir``, by
+    default the directory of ``source`` (the ConfigMap's mount, where they sit beside it).
+    """
+    if base_dir is None:
+        base_dir = Path(source).parent
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
@@ -191,6 +198,10 @@ def parse_policy(text: str, source: str) -> Policy:
             if not DIGEST_RE.fullmatch(value):
                 raise PolicyError(f"{where}.images.allowedDigests: {digest!r} is not sha256:<64 hex>")
             clean_digests.add(value)
+        try:
+            signatures = parse_requirements(images.get("signatures"), f"{where}.images.signatures", base_dir)
+        except RequirementError as exc:
+            raise PolicyError(exc.message) from None
         rules.append(
             Rule(
                 name=name,
@@ -205,6 +216,7 @@ def parse_policy(text: str, source: str) -> Policy:
                     allowed_repositories=_str_list(
                         images.get("allowedRepositories"), f"{where}.images.allowedRepositories", default=()
                     ),
+                    signatures=signatures,
                 ),
                 node_identity=frozenset(node_identity),
             )

@@ -28,6 +28,12 @@ class Denial(StrEnum):
     IMAGE_NOT_ALLOWED = "image_not_allowed"
     POLICY_DENIED = "policy_denied"
     API_UNAVAILABLE = "api_unavailable"
+    SIGNATURE_MISSING = "signature_missing"
+    SIGNATURE_INVALID = "signature_invalid"
+    SIGNATURE_DIGEST_MISMATCH = "signature_digest_mismatch"
+    SIGNATURE_IDENTITY_MISMATCH = "signature_identity_mismatch"
+    CERTIFICATE_UNTRUSTED = "certificate_untrusted"
+    REGISTRY_UNREACHABLE = "registry_unreachable"
 
 
 _BY_CODE = {
