@@ -136,6 +136,12 @@ class AWSBackend:
         out.sort(key=lambda f: f.obj.index)
         return out
 
+    async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
+        """Selectors to the secrets or parameters they list (:mod:`providers.aws.listing`)."""
+        from providers.aws import listing
+
+        return await listing.expand(self, objs, ctx)
+
     async def close(self) -> None:
         self._pool.close()
         self.clients.clear()

@@ -13,7 +13,7 @@ from typing import Any
 from provider.domain import SecretObject
 from provider.errors import InvalidSPC
 from provider.spc import PATH_FIELDS
-from providers.common import readers
+from providers.common import readers, selectors
 from providers.common.extract import compile_jmes
 from providers.common.schema import Marker, RuleInput, Schema, Spec, Values
 
@@ -45,8 +45,12 @@ def translate_path(name: str, parameters: Mapping[str, str]) -> str:
 
 
 def default_path(item: Mapping[str, Any], parameters: Mapping[str, str]) -> str:
-    """The file name for an object without objectAlias: its name with "/" translated."""
-    return translate_path(str(item.get("objectName", "")), parameters)
+    """The file name for an object without objectAlias: its name with "/" translated (a
+    selector's prefix without its leading and trailing "/": its files' directory)."""
+    name = str(item.get("objectName", ""))
+    if item.get(selectors.FIELD) is not None:
+        name = name.strip("/") or name
+    return translate_path(name, parameters)
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,6 +253,22 @@ def _object(given: RuleInput) -> None:
         translate_path(alias, raw)
 
 
+def _selector(given: RuleInput) -> None:
+    """An AWS selector names a prefix (not an ARN) of one service; tags are Secrets Manager's."""
+    assert given.obj is not None
+    obj = given.obj
+    if obj.name.startswith("arn:"):
+        raise InvalidSPC(f"{given.where}: a selector's objectName is a name prefix or path, not an ARN")
+    object_type = obj.str_field("objectType").lower()
+    if object_type not in OBJECT_TYPES:
+        raise InvalidSPC(f"{given.where}: a selector needs objectType secretsmanager or ssmparameter")
+    raw = obj.spec.get(selectors.FIELD)
+    if object_type == SSM_PARAMETER and isinstance(raw, Mapping) and raw.get("tags"):
+        raise InvalidSPC(f"{given.where}: selector tags are for Secrets Manager; SSM selects by path")
+
+
+SELECTOR_REFUSED = ("objectVersion", "objectVersionLabel", "jmesPath", "failoverObject")
+
 SCHEMA = Schema(
     backend="aws",
     summary="AWS Secrets Manager and SSM Parameter Store, with the pod's own IAM role "
@@ -296,10 +316,15 @@ SCHEMA = Schema(
             invalid="{where} must be a mapping with objectName",
             entries=("objectName", "objectVersion", "objectVersionLabel"),
         ),
+        selectors.spec(
+            "tags",
+            "whose name starts with objectName (Secrets Manager ListSecrets) or below its path "
+            "(SSM GetParametersByPath)",
+        ),
     ),
     object_markers=(Marker("objectType", values=OBJECT_TYPES), Marker("objectName", pattern=ARN_MARKER)),
     spc_rules=(_regions, _pod_identity, _path_translation),
-    object_rules=(_object,),
+    object_rules=(selectors.rule("tags", SELECTOR_REFUSED, _selector), _object),
     default_path=default_path,
     # The AWS provider decodes objects with sigs.k8s.io/yaml, i.e. through encoding/json.
     field_case="go-json",
