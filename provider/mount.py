@@ -29,7 +29,7 @@ from provider.files import PathClaims, clean_path
 from provider.health import Readiness
 from provider.memory import TRIMMER
 from provider.request import MountContext, MountInput, parse
-from provider.spc import parse_objects
+from provider.spc_memo import ObjectsMemo
 from provider.target import TargetRules
 from provider.versions import Versioner
 from provider.writer import OutFile, write_atomic
@@ -103,6 +103,7 @@ class Mounter:
         self.selector_max_objects = selector_max_objects
         self.readiness = readiness if readiness is not None else Readiness()
         self.registry = registry
+        self._objects = ObjectsMemo(registry)
         self.attestor = attestor
         self.versioner = versioner
         self.timeout = timeout
@@ -144,7 +145,7 @@ class Mounter:
         try:
             async with asyncio.timeout(self.timeout):
                 ctx = seen.ctx = parse(request)
-                objects = seen.objects = parse_objects(ctx.parameters, self.registry)
+                objects = seen.objects = self._objects.parse(ctx.parameters)
                 identity = await self.attestor.attest(ctx, objects)
                 if any(is_selector(obj) for obj in objects):
                     fctx = self._context(ctx, identity, deadline)

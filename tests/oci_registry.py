@@ -35,9 +35,10 @@ from keygate_dev.devcluster import make_tls
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_LAYER = "application/vnd.oci.image.layer.v1.tar+gzip"
 NAME = r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*"
-ROUTE = re.compile(rf"\A/v2/(?P<name>{NAME})/(?P<kind>manifests|blobs)/(?P<ref>[A-Za-z0-9_.:-]+)\Z")
+ROUTE = re.compile(rf"\A/v2/(?P<name>{NAME})/(?P<kind>manifests|blobs|referrers)/(?P<ref>[A-Za-z0-9_.:-]+)\Z")
 
 
 def digest_of(data: bytes) -> str:
@@ -65,6 +66,7 @@ class OCIRegistry:
         self.delay = 0.0
         self.oversize = 0
         self.blob_override: dict[str, bytes] = {}
+        self.referrers_api = True
         self.ca_file = workdir / "registry-ca.crt"
 
     @property
@@ -127,6 +129,49 @@ class OCIRegistry:
             "layers": [{"mediaType": OCI_LAYER, "digest": self.push_blob(name, layer), "size": len(layer)}],
         }
         return self.push_manifest(name, json.dumps(manifest).encode(), tag=tag)
+
+    def referrers_index(self, name: str, digest: str) -> bytes:
+        """The referrers API's answer: every manifest in ``name`` whose ``subject`` is ``digest``."""
+        entries = []
+        for manifest_digest, (media_type, body) in self.repo(name).manifests.items():
+            try:
+                doc = json.loads(body)
+            except ValueError:
+                continue
+            if isinstance(doc, dict) and (doc.get("subject") or {}).get("digest") == digest:
+                entry = {"mediaType": media_type, "digest": manifest_digest, "size": len(body)}
+                if doc.get("artifactType"):
+                    entry["artifactType"] = doc["artifactType"]
+                if doc.get("annotations"):
+                    entry["annotations"] = doc["annotations"]
+                entries.append(entry)
+        return json.dumps({"schemaVersion": 2, "mediaType": INDEX, "manifests": entries}).encode()
+
+    def push_referrer(
+        self, name: str, subject: str, artifact_type: str, blob: bytes, *, tag_index: bool = False
+    ) -> str:
+        """An OCI 1.1 artifact referring to ``subject`` (as cosign attaches a bundle); with
+        ``tag_index`` also the referrers tag ``sha256-<hex>`` a registry without the API needs."""
+        empty = b"{}"
+        manifest = {
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": artifact_type,
+            "config": {
+                "mediaType": "application/vnd.oci.empty.v1+json",
+                "digest": self.push_blob(name, empty),
+                "size": 2,
+            },
+            "layers": [{"mediaType": artifact_type, "digest": self.push_blob(name, blob), "size": len(blob)}],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 0},
+            "annotations": {"dev.sigstore.bundle.content": "dsse-envelope"},
+        }
+        digest = self.push_manifest(name, json.dumps(manifest).encode())
+        if tag_index:
+            self.push_manifest(
+                name, self.referrers_index(name, subject), INDEX, tag=subject.replace(":", "-")
+            )
+        return digest
 
     def _authorized(self, header: str, name: str) -> bool:
         if not self.auth:
@@ -209,6 +254,12 @@ class _Handler(BaseHTTPRequestHandler):
         repo = reg.repos.get(name)
         if repo is None:
             self._error(404, "NAME_UNKNOWN", "repository name not known to registry")
+            return
+        if kind == "referrers":
+            if not reg.referrers_api:
+                self._error(404, "NAME_UNKNOWN", "referrers API not supported")
+                return
+            self._send(200, reg.referrers_index(name, ref), {"Content-Type": INDEX}, head)
             return
         if kind == "blobs":
             data = reg.blob_override.get(ref, repo.blobs.get(ref))

@@ -8,7 +8,6 @@ once so a value sealed for the old or the new key opens during a rotation.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -19,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from provider.domain import FetchContext, Fetched, SecretObject
 from provider.errors import KeygateError, PermissionDenied
 from providers.common.schema import Schema
-from providers.sealed.envelope import NodeKeys, SealError, load_private, open_sealed
+from providers.sealed.envelope import NodeKeys, SealError, load_private, open_envelope, parse
 from providers.sealed.params import SCHEMA
 
 KEY_SUFFIXES = (".pem", ".key")
@@ -78,12 +77,14 @@ class SealedBackend:
         for obj in objects:
             text = str(obj.field("sealed"))
             try:
-                value = open_sealed(text, ctx.pod.namespace, obj.name, self._keys)
+                envelope = parse(text)
+                value = open_envelope(envelope, ctx.pod.namespace, obj.name, self._keys)
             except SealError as exc:
                 raise PermissionDenied(f"objects[{obj.index}] {obj.name!r}: {exc}") from None
-            tag = hashlib.sha256("".join(text.split()).encode()).hexdigest()[:16]
-            out.append(Fetched(obj=obj, object_id=f"sealed/{obj.name}", contents=value, version=tag))
+            out.append(
+                Fetched(obj=obj, object_id=f"sealed/{obj.name}", contents=value, version=envelope.digest)
+            )
         return out
 
     async def close(self) -> None:
-        self._keys = NodeKeys([])
+        self._keys.clear()

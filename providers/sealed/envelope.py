@@ -32,12 +32,13 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from provider.bounded_cache import bounded_memo
+from provider.bounded_cache import BoundedCache, bounded_memo
 
 PREFIX = "keygate:v1:"
 ALG = "X25519-HKDF-SHA256/A256GCM"
 DOMAIN = b"keygate sealed v1"
 MAX_SEALED_CHARS = 2 * 1024 * 1024
+KEK_CACHE_ENTRIES = 4096
 
 
 class SealError(ValueError):
@@ -131,7 +132,12 @@ def seal(value: bytes, namespace: str, name: str, recipients: Sequence[X25519Pub
 
 @dataclass(frozen=True, slots=True)
 class Envelope:
-    """A parsed (not yet opened) sealed value."""
+    """A parsed (not yet opened) sealed value.
+
+    ``digest`` identifies the text (the object's backend version); ``wrap_aad`` and ``body_aad``
+    are the associated data for this envelope's own namespace and name, which opening requires
+    to equal the Mount's.
+    """
 
     header_text: str
     namespace: str
@@ -139,6 +145,9 @@ class Envelope:
     nonce: bytes
     recipients: tuple[tuple[str, bytes, bytes], ...]
     ciphertext: bytes
+    digest: str = ""
+    wrap_aad: bytes = b""
+    body_aad: bytes = b""
 
 
 def parse(text: str) -> Envelope:
@@ -176,14 +185,50 @@ def _parse(text: str) -> Envelope:
             raise SealError("sealed value header has a malformed recipient entry")
         parsed.append((r["kid"], _b64d(r["epk"], "recipient key"), _b64d(r["wk"], "wrapped key")))
     nonce = _b64d(str(header.get("nonce", "")), "nonce")
-    return Envelope(header_text, ns, name, nonce, tuple(parsed), _b64d(body, "ciphertext"))
+    return Envelope(
+        header_text,
+        ns,
+        name,
+        nonce,
+        tuple(parsed),
+        _b64d(body, "ciphertext"),
+        digest=hashlib.sha256(text.encode()).hexdigest()[:16],
+        wrap_aad=_aad(ns, name, ""),
+        body_aad=_aad(ns, name, header_text),
+    )
 
 
 class NodeKeys:
-    """Private keys indexed by key id, computed once rather than on every open."""
+    """Private keys indexed by key id, computed once rather than on every open.
+
+    The key-encryption key of each (node key, ephemeral key) pair is remembered (bounded, LRU):
+    the X25519 exchange is most of the cost of opening a value, and rotation polls open the same
+    values every two minutes. A KEK opens nothing the node key held next to it cannot, and it
+    stays in memory only; every open still authenticates the wrapped key and the ciphertext.
+    """
 
     def __init__(self, keys: Iterable[X25519PrivateKey]) -> None:
         self._by_kid = {key_id(k.public_key()): (k, _raw_public(k.public_key())) for k in keys}
+        self._keks: BoundedCache[tuple[str, bytes], bytes] = BoundedCache(
+            "sealed key-encryption keys", max_entries=KEK_CACHE_ENTRIES, max_bytes=KEK_CACHE_ENTRIES * 160
+        )
+
+    def kek(self, kid: str, epk: bytes) -> bytes | None:
+        """The KEK for an envelope recipient entry (None when this node has no key ``kid``)."""
+        found = self._by_kid.get(kid)
+        if found is None:
+            return None
+        cached = self._keks.get((kid, epk))
+        if cached is not None:
+            return cached
+        key, raw_public = found
+        kek = _kek(key.exchange(X25519PublicKey.from_public_bytes(epk)), epk, raw_public)
+        self._keks.put((kid, epk), kek, size=160)
+        return kek
+
+    def clear(self) -> None:
+        self._by_kid = {}
+        self._keks.clear()
 
     def __len__(self) -> int:
         return len(self._by_kid)
@@ -197,7 +242,13 @@ class NodeKeys:
 
 def open_sealed(text: str, namespace: str, name: str, keys: NodeKeys | Iterable[X25519PrivateKey]) -> bytes:
     """Decrypt a sealed value for ``namespace``/``name`` with any matching node key."""
-    env = parse(text)
+    return open_envelope(parse(text), namespace, name, keys)
+
+
+def open_envelope(
+    env: Envelope, namespace: str, name: str, keys: NodeKeys | Iterable[X25519PrivateKey]
+) -> bytes:
+    """:func:`open_sealed` for an envelope already parsed."""
     if env.namespace != namespace or env.name != name:
         raise SealError(
             f"sealed value was sealed for {env.namespace}/{env.name}, not {namespace}/{name}; "
@@ -205,20 +256,23 @@ def open_sealed(text: str, namespace: str, name: str, keys: NodeKeys | Iterable[
             f"{namespace} --name {name}'"
         )
     node_keys = keys if isinstance(keys, NodeKeys) else NodeKeys(keys)
-    matching = [(found, epk, wk) for kid, epk, wk in env.recipients if (found := node_keys.get(kid))]
+    matching = [(kid, epk, wk) for kid, epk, wk in env.recipients if node_keys.get(kid)]
     if not matching:
         kids = ", ".join(kid for kid, _, _ in env.recipients) or "none"
         raise SealError(
             f"no node key can open this value (sealed for key ids {kids}; this node has "
             f"{', '.join(node_keys.kids()) or 'no keys'}); re-seal it for the node public key"
         )
-    for (key, raw_public), epk, wk in matching:
+    for kid, epk, wk in matching:
         if len(epk) != 32 or len(wk) < 12 + 16:
             continue
         try:
-            kek = _kek(key.exchange(X25519PublicKey.from_public_bytes(epk)), epk, raw_public)
-            data_key = AESGCM(kek).decrypt(wk[:12], wk[12:], _aad(namespace, name, ""))
-            return AESGCM(data_key).decrypt(env.nonce, env.ciphertext, _aad(namespace, name, env.header_text))
+            kek = node_keys.kek(kid, epk)
+            if kek is None:
+                continue
+            data_key = AESGCM(kek).decrypt(wk[:12], wk[12:], env.wrap_aad or _aad(namespace, name, ""))
+            body_aad = env.body_aad or _aad(namespace, name, env.header_text)
+            return AESGCM(data_key).decrypt(env.nonce, env.ciphertext, body_aad)
         except (InvalidTag, ValueError):
             continue
     raise SealError("sealed value failed authentication: it was altered or corrupted after sealing")

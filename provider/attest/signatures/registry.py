@@ -323,6 +323,22 @@ class RegistryClient:
             )
         return media_type, body
 
+    async def referrers(self, repository: str, digest: str) -> bytes | None:
+        """The OCI image index of artifacts referring to ``digest``: the referrers API, else the
+        referrers tag ``sha256-<hex>`` (distribution spec 1.1); None when there are none."""
+        status, _, body = await self._fetch(
+            repository, "referrers", digest, INDEX_TYPE, MAX_MANIFEST_BYTES, "referrers list"
+        )
+        if status == 200:
+            return body
+        if status not in (404, 400, 405):
+            raise RegistryFailure(
+                Denial.REGISTRY_UNREACHABLE,
+                f"registry {split_repository(repository)[0]} answered HTTP {status} for the referrers list",
+            )
+        found = await self.manifest(repository, digest.replace(":", "-", 1))
+        return found[1] if found is not None else None
+
     async def blob(self, repository: str, digest: str, limit: int = MAX_BLOB_BYTES) -> bytes | None:
         """The blob ``digest`` (its sha256 checked); None when absent."""
         status, _, body = await self._fetch(repository, "blobs", digest, "", limit, "signature payload")
