@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
+from provider.attest.kube_http import KubeCredentialsError, KubeHTTP, KubeTransportError
 from provider.attest.reasons import Denial, tag
 from provider.errors import BackendUnavailable, KeygateError, PermissionDenied
 
@@ -60,7 +64,9 @@ class KubeAPI:
         self.timeout = timeout
         self._config = self._load_config(api_url, ca_file, token_file)
         self._client: AsyncClient | None = None
+        self.http = self._lean_client(self._config, timeout)
         self.watch = PodWatch(self, watch_node) if watch_node else None
+        self._reads = PodReads(self._get_pod)
 
     @staticmethod
     def _load_config(api_url: str, ca_file: str, token_file: str) -> SingleConfig:
@@ -86,6 +92,28 @@ class KubeAPI:
         single = config.get()
         assert single is not None
         return single
+
+    @staticmethod
+    def _lean_client(config: SingleConfig, timeout: float) -> KubeHTTP | None:
+        """The lean GET client when the configuration is one it speaks (CA file, bearer token)."""
+        cluster, user = config.cluster, config.user
+        if cluster.insecure or cluster.certificate_auth_data:
+            return None
+        token_file = token = ""
+        if user is not None:
+            if user.exec or user.client_cert or user.client_cert_data or user.username or user.auth_provider:
+                return None
+            token_file, token = user.token_file or "", user.token or ""
+        try:
+            return KubeHTTP(
+                str(cluster.server),
+                ca_file=str(cluster.certificate_auth or ""),
+                token_file=token_file,
+                token=token,
+                timeout=timeout,
+            )
+        except ValueError:
+            return None
 
     @property
     def server(self) -> str:
@@ -122,9 +150,40 @@ class KubeAPI:
             cached = self.watch.lookup(namespace, name)
             if cached is not None:
                 return cached
-        return await self._get_pod(namespace, name)
+        return await self._reads.read(namespace, name)
 
     async def _get_pod(self, namespace: str, name: str) -> PodInfo:
+        if self.http is not None:
+            return await self._get_pod_http(self.http, namespace, name)
+        return await self._get_pod_lightkube(namespace, name)
+
+    async def _get_pod_http(self, http: KubeHTTP, namespace: str, name: str) -> PodInfo:
+        what = f"read pod {namespace}/{name}"
+        try:
+            code, body = await http.get_json(
+                f"/api/v1/namespaces/{quote(namespace, safe='')}/pods/{quote(name, safe='')}"
+            )
+        except KubeCredentialsError as exc:
+            raise BackendUnavailable(
+                f"cannot {what}: keygate's API token file {self.token_file} cannot be read ({exc})"
+            ) from None
+        except KubeTransportError as exc:
+            raise BackendUnavailable(
+                f"cannot {what}: the Kubernetes API at {self.server} is unreachable "
+                f"({exc}); refusing to release secrets (fail closed)"
+            ) from None
+        if code != 200:
+            raise _pod_status_error(namespace, name, code)
+        if not isinstance(body, dict):
+            raise BackendUnavailable(
+                f"reading pod {namespace}/{name} returned a body that is not a JSON object"
+            )
+        info = pod_info_json(body, namespace, name)
+        if info is None:
+            raise PermissionDenied(f"pod {namespace}/{name} has no metadata or spec in the API")
+        return info
+
+    async def _get_pod_lightkube(self, namespace: str, name: str) -> PodInfo:
         import httpx2
         from lightkube import ApiError
         from lightkube.resources.core_v1 import Pod
@@ -132,20 +191,7 @@ class KubeAPI:
         try:
             pod = await self._api().get(Pod, name, namespace=namespace)
         except ApiError as exc:
-            code = exc.status.code
-            if code == 404:
-                raise tag(
-                    PermissionDenied(
-                        f"pod {namespace}/{name} does not exist in the Kubernetes API; refusing to release"
-                    ),
-                    Denial.POD_NOT_FOUND,
-                ) from None
-            if code in (401, 403):
-                raise BackendUnavailable(
-                    f"keygate may not read pod {namespace}/{name} (HTTP {code}); grant its service "
-                    "account 'get' on pods (see the DaemonSet's ClusterRole)"
-                ) from None
-            raise BackendUnavailable(f"reading pod {namespace}/{name} failed with HTTP {code}") from None
+            raise _pod_status_error(namespace, name, exc.status.code or 0) from None
         except httpx2.HTTPError as exc:
             raise self._unreachable(f"read pod {namespace}/{name}", exc) from None
         info = pod_info(pod, namespace, name)
@@ -177,6 +223,31 @@ class KubeAPI:
             raise self._unreachable(f"read node {name!r}", exc) from None
         labels = node.metadata.labels if node.metadata is not None else None
         return {str(k): str(v) for k, v in (labels or {}).items()}
+
+    async def service_account_annotations(self, namespace: str, name: str) -> dict[str, str]:
+        """The annotations of ServiceAccount ``namespace/name`` (one GET; needs ``get`` on
+        serviceaccounts), e.g. ``eks.amazonaws.com/role-arn`` for a backend's IAM role."""
+        import httpx2
+        from lightkube import ApiError
+        from lightkube.resources.core_v1 import ServiceAccount
+
+        where = f"service account {namespace}/{name}"
+        try:
+            account = await self._api().get(ServiceAccount, name, namespace=namespace)
+        except ApiError as exc:
+            code = exc.status.code
+            if code == 404:
+                raise BackendUnavailable(f"{where} does not exist in the Kubernetes API") from None
+            if code in (401, 403):
+                raise BackendUnavailable(
+                    f"keygate may not read {where} (HTTP {code}); grant its service account 'get' on "
+                    "serviceaccounts (see the DaemonSet's ClusterRole)"
+                ) from None
+            raise BackendUnavailable(f"reading {where} failed with HTTP {code}") from None
+        except httpx2.HTTPError as exc:
+            raise self._unreachable(f"read {where}", exc) from None
+        annotations = account.metadata.annotations if account.metadata is not None else None
+        return {str(k): str(v) for k, v in (annotations or {}).items()}
 
     async def token_review(self, token: str, audience: str) -> dict[str, Any]:
         """POST a TokenReview for ``audience``; returns its status as plain data."""
@@ -216,9 +287,74 @@ class KubeAPI:
     async def aclose(self) -> None:
         if self.watch is not None:
             await self.watch.stop()
+        await self._reads.stop()
+        if self.http is not None:
+            await self.http.aclose()
         if self._client is not None:
             await self._client.close()
             self._client = None
+
+
+def _pod_status_error(namespace: str, name: str, code: int) -> KeygateError:
+    if code == 404:
+        return tag(
+            PermissionDenied(
+                f"pod {namespace}/{name} does not exist in the Kubernetes API; refusing to release"
+            ),
+            Denial.POD_NOT_FOUND,
+        )
+    if code in (401, 403):
+        return BackendUnavailable(
+            f"keygate may not read pod {namespace}/{name} (HTTP {code}); grant its service "
+            "account 'get' on pods (see the DaemonSet's ClusterRole)"
+        )
+    return BackendUnavailable(f"reading pod {namespace}/{name} failed with HTTP {code}")
+
+
+def _str(value: Any, where: str) -> str:
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise PermissionDenied(f"{where} in the Kubernetes API is not a string; refusing to release")
+    return value
+
+
+def pod_info_json(pod: dict[str, Any], namespace: str, name: str) -> PodInfo | None:
+    """The attestation-relevant view of a Pod as JSON (None when it lacks metadata or spec).
+
+    The same fields and defaults as :func:`pod_info`; a field of the wrong type is refused.
+    """
+    meta, spec = pod.get("metadata"), pod.get("spec")
+    if not isinstance(meta, dict) or not isinstance(spec, dict):
+        return None
+    where = f"pod {namespace}/{name}"
+    containers: list[Container] = []
+    for kind, key in (
+        ("container", "containers"),
+        ("initContainer", "initContainers"),
+        ("ephemeralContainer", "ephemeralContainers"),
+    ):
+        items = spec.get(key) or []
+        if not isinstance(items, list) or not all(isinstance(c, dict) for c in items):
+            raise PermissionDenied(f"{where}: spec.{key} in the Kubernetes API is not a list of containers")
+        containers += [
+            Container(
+                kind,
+                _str(c.get("name"), f"{where} spec.{key}[].name"),
+                _str(c.get("image"), f"{where} image"),
+            )
+            for c in items
+        ]
+    return PodInfo(
+        namespace=_str(meta.get("namespace"), f"{where} metadata.namespace") or namespace,
+        name=_str(meta.get("name"), f"{where} metadata.name") or name,
+        uid=_str(meta.get("uid"), f"{where} metadata.uid"),
+        service_account=_str(spec.get("serviceAccountName"), f"{where} spec.serviceAccountName")
+        or _str(spec.get("serviceAccount"), f"{where} spec.serviceAccount")
+        or "default",
+        node_name=_str(spec.get("nodeName"), f"{where} spec.nodeName"),
+        containers=tuple(containers),
+    )
 
 
 def pod_info(pod: Any, namespace: str = "", name: str = "") -> PodInfo | None:
@@ -239,6 +375,76 @@ def pod_info(pod: Any, namespace: str = "", name: str = "") -> PodInfo | None:
         node_name=spec.nodeName or "",
         containers=tuple(containers),
     )
+
+
+class _Read:
+    """One Pod GET shared by the Mounts that arrived before it was sent."""
+
+    __slots__ = ("sent", "task")
+
+    def __init__(self) -> None:
+        self.sent = False
+        self.task: asyncio.Task[PodInfo | BaseException] | None = None
+
+
+class PodReads:
+    """Concurrent Pod GETs for one pod coalesced into one, without serving an old answer.
+
+    A hundred Mounts of one pod (a rotation poll of many volumes, or a retry storm) would each
+    send a GET. Here a Mount joins a GET only if that GET has not been sent yet, and at most one
+    GET per pod is on the wire: Mounts arriving while one is in flight wait for the next one,
+    which is sent when the first returns. So every Mount is checked against a read of the pod
+    that started after the Mount arrived, exactly as if it had sent its own, and nothing is kept
+    once a GET returns (the pod's UID, service account, node and images are checked against the
+    token by each Mount). Entries exist only while a GET is pending, so there are at most two per
+    pod being mounted. A refusal is copied for each Mount so their log fields stay their own.
+    """
+
+    def __init__(self, fetch: Callable[[str, str], Awaitable[PodInfo]]) -> None:
+        self._fetch = fetch
+        self._pending: dict[tuple[str, str], _Read] = {}
+        self.sent = 0  # GETs sent
+        self.shared = 0  # Mounts that joined a GET another Mount had asked for
+
+    async def read(self, namespace: str, name: str) -> PodInfo:
+        key = (namespace, name)
+        read = self._pending.get(key)
+        if read is None or read.sent:
+            ahead = read
+            read = self._pending[key] = _Read()
+            read.task = asyncio.get_running_loop().create_task(self._send(key, read, ahead))
+        else:
+            self.shared += 1
+        assert read.task is not None
+        outcome = await asyncio.shield(read.task)
+        if isinstance(outcome, KeygateError):
+            clone = copy.copy(outcome)
+            clone.log_fields = dict(outcome.log_fields)
+            raise clone
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    async def _send(self, key: tuple[str, str], read: _Read, ahead: _Read | None) -> PodInfo | BaseException:
+        try:
+            if ahead is not None and ahead.task is not None:
+                await asyncio.wait((ahead.task,))
+            read.sent = True
+            self.sent += 1
+            return await self._fetch(*key)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiting Mount, which raises it
+            return exc
+        finally:
+            if self._pending.get(key) is read:
+                del self._pending[key]
+
+    async def stop(self) -> None:
+        tasks = [r.task for r in self._pending.values() if r.task is not None]
+        self._pending.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
 
 class PodWatch:
