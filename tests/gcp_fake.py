@@ -127,6 +127,8 @@ class FakeSecretManager:
         self.label = label
         self.versions: dict[str, list[bytes]] = {}
         self.grants: dict[str, set[str]] = {}
+        self.labels: dict[str, dict[str, str]] = {}
+        self.listers: dict[str, set[str]] = {}
         self.fail_next: list[grpc.StatusCode | str] = []
         self.fail_all: grpc.StatusCode | str | None = None
         self.fail_only = ""
@@ -140,9 +142,13 @@ class FakeSecretManager:
             request_deserializer=service.AccessSecretVersionRequest.deserialize,
             response_serializer=_serialize,
         )
-        self._server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, {"AccessSecretVersion": handler}),)
+        listing = grpc.unary_unary_rpc_method_handler(
+            self._list,
+            request_deserializer=service.ListSecretsRequest.deserialize,
+            response_serializer=service.ListSecretsResponse.serialize,
         )
+        methods = {"AccessSecretVersion": handler, "ListSecrets": listing}
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, methods),))
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         self.address = f"127.0.0.1:{self.port}"
 
@@ -216,6 +222,72 @@ class FakeSecretManager:
         return service.AccessSecretVersionResponse(
             name=f"{secret}/versions/{number}",
             payload=resources.SecretPayload(data=data, data_crc32c=google_crc32c.value(data)),
+        )
+
+    def set_labels(self, secret: str, **labels: str) -> None:
+        """Set ``secret``'s labels (what ListSecrets filters on)."""
+        with self._lock:
+            self.labels[secret] = dict(labels)
+
+    def allow_list(self, parent: str, principal: str) -> None:
+        """Grant ``principal`` secretmanager.secrets.list on ``parent`` (``projects/p`` or
+        ``projects/p/locations/l``)."""
+        with self._lock:
+            self.listers.setdefault(parent, set()).add(principal)
+
+    def _matches(self, secret: str, terms: list[str], context: grpc.ServicerContext) -> bool:
+        """The subset of List filtering keygate sends: ``name:<text>`` (the secret id contains it)
+        and ``labels.<key>=<value>``, all of them ANDed; anything else is INVALID_ARGUMENT."""
+        short = secret.rsplit("/", 1)[-1]
+        labels = self.labels.get(secret, {})
+        for term in terms:
+            if term.startswith("name:"):
+                if term[len("name:") :] not in short:
+                    return False
+            elif term.startswith("labels.") and "=" in term:
+                key, _, value = term[len("labels.") :].partition("=")
+                if labels.get(key) != value:
+                    return False
+            else:
+                context.abort(grpc.StatusCode.INVALID_ARGUMENT, f"Invalid filter term [{term}].")
+        return True
+
+    def _list(
+        self, request: service.ListSecretsRequest, context: grpc.ServicerContext
+    ) -> service.ListSecretsResponse:
+        """ListSecrets as the service answers it: the parent's secrets sorted by name, filtered,
+        in pages of ``page_size`` (default 25) with an opaque next_page_token."""
+        metadata = dict(context.invocation_metadata())
+        auth = str(metadata.get("authorization", ""))
+        principal = (
+            self.principals.lookup(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+        )
+        with self._lock:
+            self.calls.append(
+                Call(f"list:{request.parent}?{request.filter}#{request.page_token}", principal, self.label)
+            )
+        if principal is None:
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, "Request had invalid authentication credentials.")
+        if principal not in self.listers.get(request.parent, set()):
+            context.abort(
+                grpc.StatusCode.PERMISSION_DENIED,
+                f"Permission 'secretmanager.secrets.list' denied for resource '{request.parent}'",
+            )
+        terms = [t for t in request.filter.replace(" AND ", " ").split() if t]
+        with self._lock:
+            names = sorted(
+                s
+                for s in self.versions
+                if s.startswith(f"{request.parent}/secrets/") and self._matches(s, terms, context)
+            )
+        size = request.page_size or 25
+        start = int(request.page_token, 16) if request.page_token else 0
+        page = names[start : start + size]
+        token = format(start + size, "x") if start + size < len(names) else ""
+        return service.ListSecretsResponse(
+            secrets=[resources.Secret(name=n, labels=self.labels.get(n, {})) for n in page],
+            next_page_token=token,
+            total_size=len(names),
         )
 
     def __enter__(self) -> FakeSecretManager:

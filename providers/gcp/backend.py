@@ -102,6 +102,12 @@ class GCPBackend:
 
         return await with_retries(attempt, ctx)
 
+    async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
+        """Selectors to the secrets they list (:mod:`providers.gcp.listing`)."""
+        from providers.gcp import listing
+
+        return await listing.expand(self, objs, ctx)
+
     def _http(self) -> Any:
         """One ``requests`` session for all token calls, so connections to STS/IAM are reused."""
         with self._session_lock:

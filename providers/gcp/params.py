@@ -8,11 +8,17 @@ from dataclasses import dataclass
 
 from provider.domain import SecretObject
 from provider.errors import InvalidSPC
+from providers.common import selectors
 from providers.common.schema import Advisory, Marker, RuleInput, Schema, Spec
 
 GLOBAL_RESOURCE = re.compile(r"projects/([^/]+)/secrets/([^/]+)/versions/([^/]+)")
 REGIONAL_RESOURCE = re.compile(r"projects/([^/]+)/locations/([^/]+)/secrets/([^/]+)/versions/([^/]+)")
 PARAMETER_RESOURCE = re.compile(r"projects/([^/]+)/locations/([^/]+)/parameters/([^/]+)/versions/([^/]+)")
+SELECTOR_RESOURCE = re.compile(
+    r"(projects/[A-Za-z0-9][A-Za-z0-9.:_-]*(?:/locations/([^/]+))?)/secrets/([A-Za-z0-9_-]*)"
+)
+LABEL_KEY = re.compile(r"[a-z][a-z0-9_-]{0,62}")
+LABEL_VALUE = re.compile(r"[a-z0-9_-]{0,63}")
 GLOBAL_LOCATION = "global"
 LOCATION = re.compile(r"[a-z][a-z0-9-]{0,29}")
 SERVICE_ACCOUNT_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+")
@@ -54,6 +60,49 @@ def parse_target(name: str, where: str) -> Resource:
         "projects/<project>/locations/<location>/parameters/<parameter>/versions/<version> "
         "(Parameter Manager; <location> may be global)"
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """What a selector's ``resourceName`` lists: the secrets of ``parent`` whose id starts with
+    ``prefix``, on the endpoint of ``location`` (None: the global one)."""
+
+    parent: str
+    location: str | None
+    prefix: str
+
+
+def parse_listing(name: str, where: str) -> Listing:
+    match = SELECTOR_RESOURCE.fullmatch(name)
+    if match is None:
+        raise InvalidSPC(
+            f"{where}: a selector's resourceName is projects/<project>/secrets/<prefix> or "
+            "projects/<project>/locations/<location>/secrets/<prefix> (Secret Manager; the prefix "
+            "may be empty, each secret's latest version is read)"
+        )
+    location = match.group(2)
+    if location is not None and not LOCATION.fullmatch(location):
+        raise InvalidSPC(f"{where}: location {location[:40]!r} is not a valid GCP location")
+    return Listing(match.group(1), location, match.group(3))
+
+
+def label_filter(selector: selectors.Selector, where: str) -> list[str]:
+    """The ``labels.<key>=<value>`` terms; keys and values must be GCP label syntax, which
+    also keeps the filter string free of anything but those terms."""
+    terms = []
+    for key, value in selector.filters:
+        if not LABEL_KEY.fullmatch(key) or not LABEL_VALUE.fullmatch(value):
+            raise InvalidSPC(
+                f"{where}: selector label {key[:40]!r}: GCP label keys are lowercase letters, digits, "
+                "_ and - (starting with a letter), values the same, up to 63 characters"
+            )
+        terms.append(f"labels.{key}={value}")
+    return terms
+
+
+def _selector(given: RuleInput) -> None:
+    assert given.obj is not None
+    label_filter(selectors.read(given.obj, "labels"), given.where)
 
 
 def resource_name(obj: SecretObject) -> str:
@@ -100,7 +149,10 @@ def _provider_adc(given: RuleInput) -> None:
 def _object(given: RuleInput) -> None:
     assert given.obj is not None and given.fields is not None
     obj, fields, where = given.obj, given.fields, given.where
-    parse_target(resource_name(obj), where)
+    if selectors.is_selector(obj):
+        parse_listing(resource_name(obj), where)
+    else:
+        parse_target(resource_name(obj), where)
     file_name = obj.str_field("fileName")
     path = obj.str_field("path")
     named = obj.str_field("objectName") and obj.str_field("resourceName")
@@ -150,8 +202,13 @@ SCHEMA = Schema(
         ),
         Spec("extractJSONKey", "write only this top-level string of a JSON payload"),
         Spec("extractYAMLKey", "write only this top-level string of a YAML payload"),
+        selectors.spec(
+            "labels",
+            "whose id starts with the prefix in resourceName projects/<p>/[locations/<l>/]secrets/<prefix> "
+            "(ListSecrets, latest versions)",
+        ),
     ),
     object_markers=(Marker("resourceName"),),
     spc_rules=(_identity, _provider_adc),
-    object_rules=(_object,),
+    object_rules=(selectors.rule("labels", (), _selector), _object),
 )
