@@ -255,17 +255,20 @@ def test_csidriver_toggles_render_the_components(helm, tmp_path, component, valu
         ("1.34.0", None, None),
         ("1.35.0", None, True),
         ("1.36.2", None, True),
+        ("1.35.2-eks-3025e55", None, True),
+        ("1.34.3-gke.1200", None, None),
         ("1.35.0", False, None),
         ("1.34.0", True, True),
     ],
 )
 def test_csidriver_tokens_in_secrets_follow_the_drivers_chart(helm, kube, setting, expected):
-    """Like the driver's chart v1.6.0: serviceAccountTokenInSecrets on Kubernetes 1.35+ (tokenRequests set)."""
+    """As the driver's chart v1.6.0 does on Kubernetes 1.35+, and also for managed clusters' suffixed
+    versions (v1.35.2-eks-...), which that chart's semverCompare ">=1.35.0" reads as pre-releases and skips."""
     docs = render(helm, {"csiDriver": {"create": True, "serviceAccountTokenInSecrets": setting}}, kube=kube)
     (csi,) = by_kind(docs, "CSIDriver")
     assert csi["spec"].get("serviceAccountTokenInSecrets") is expected
     if kube >= "1.35":
-        kubernetes_validate.validate(csi, kube.rsplit(".", 1)[0] + ".0", strict=True)
+        kubernetes_validate.validate(csi, ".".join(kube.split(".")[:2]) + ".0", strict=True)
 
 
 def test_csidriver_extra_token_requests_keep_their_fields(helm):
@@ -504,7 +507,7 @@ BAD_VALUES = [
     ("providersDir", "var/run/providers"),
     ("providersDir", "/var/run/../etc"),
     ("providersDir", "/var/run/providers\n"),
-    ("issuer", "http://kubernetes.default.svc"),
+    ("issuer", "https://kubernetes.default.svc cluster"),
     ("issuer", "https://issuer.example.com/\nx"),
     ("tokenAudience", "two words"),
     ("namespace.name", "Keygate"),
