@@ -147,20 +147,40 @@ def record_cache_miss(backend: str, cache: str = "client") -> None:
     CACHE_MISSES.labels(backend=bounded("backend", backend), cache=bounded("cache", cache)).inc()
 
 
+_CHILDREN_MAX = 256
+_mount_children: dict[tuple[str, str], tuple[Counter, Histogram]] = {}
+_backend_ok: dict[str, tuple[Histogram, Counter]] = {}
+
+
 def record_mount(outcome: str, code: str, seconds: float) -> None:
-    """One finished Mount RPC (called by the server, which knows the final code)."""
-    MOUNTS.labels(outcome=outcome, code=code).inc()
-    MOUNT_DURATION.labels(outcome=outcome).observe(seconds)
+    """One finished Mount RPC (called by the server, which knows the final code).
+
+    The labelled children are looked up once per label pair (a few exist), not per Mount.
+    """
+    children = _mount_children.get((outcome, code))
+    if children is None:
+        children = (MOUNTS.labels(outcome=outcome, code=code), MOUNT_DURATION.labels(outcome=outcome))
+        if len(_mount_children) < _CHILDREN_MAX:
+            _mount_children[(outcome, code)] = children
+    children[0].inc()
+    children[1].observe(seconds)
 
 
 def record_backend(backend: str, seconds: float, *, objects: int = 0, error_code: str | None = None) -> None:
     """One backend fetch for one Mount: its duration and either its object count or its error."""
-    name = bounded("backend", backend)
-    BACKEND_DURATION.labels(backend=name, outcome="ok" if error_code is None else "error").observe(seconds)
     if error_code is None:
-        BACKEND_OBJECTS.labels(backend=name).inc(objects)
-    else:
-        BACKEND_ERRORS.labels(backend=name, code=error_code).inc()
+        ok = _backend_ok.get(backend)
+        if ok is None:
+            name = bounded("backend", backend)
+            ok = (BACKEND_DURATION.labels(backend=name, outcome="ok"), BACKEND_OBJECTS.labels(backend=name))
+            if len(_backend_ok) < _CHILDREN_MAX:
+                _backend_ok[backend] = ok
+        ok[0].observe(seconds)
+        ok[1].inc(objects)
+        return
+    name = bounded("backend", backend)
+    BACKEND_DURATION.labels(backend=name, outcome="error").observe(seconds)
+    BACKEND_ERRORS.labels(backend=name, code=error_code).inc()
 
 
 def record_rate_limit_wait(backend: str, seconds: float) -> None:

@@ -43,9 +43,6 @@ class Versioner:
         return cls(key)
 
     def version(self, object_id: str, backend_version: str, path: str, contents: bytes) -> str:
-        mac = hmac.new(self._key, digestmod=hashlib.sha256)
-        for part in (object_id.encode(), backend_version.encode(), path.encode()):
-            mac.update(len(part).to_bytes(4, "big"))
-            mac.update(part)
-        mac.update(contents)
-        return mac.hexdigest()[:32]
+        parts = [object_id.encode(), backend_version.encode(), path.encode()]
+        message = b"".join(len(p).to_bytes(4, "big") + p for p in parts) + contents
+        return hmac.digest(self._key, message, hashlib.sha256).hex()[:32]
