@@ -142,6 +142,7 @@ class Version:
     kid: bool = False
     jwk: dict[str, Any] = field(default_factory=dict)
     der: bytes = b""
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -466,6 +467,9 @@ class _Handler(BaseHTTPRequestHandler):
             return
         vault = host.split(".")[0]
         parts = [p for p in path.split("/") if p]
+        if method == "GET" and parts == ["secrets"]:
+            self._list_secrets(principal[0], vault, host, query)
+            return
         if method != "GET" or len(parts) < 2 or parts[0] not in ("secrets", "keys", "certificates"):
             self._send(400, {"error": {"code": "BadParameter", "message": "unsupported"}})
             return
@@ -511,6 +515,38 @@ class _Handler(BaseHTTPRequestHandler):
             )
             return
         self._send(200, self._item(base, kind, name, match[0], listing=False))
+
+    def _list_secrets(self, principal: str, vault: str, host: str, query: dict[str, str]) -> None:
+        """GET /secrets as Key Vault answers it: SecretItems (id without version, the current
+        version's attributes and tags, contentType, managed) in pages of ``maxresults`` (at most
+        25), followed by an absolute nextLink carrying a $skiptoken; needs the 'list' permission
+        (a grant on every secret of the vault)."""
+        if not self.fake.allowed(principal, vault, "secrets", "*"):
+            self._send(
+                403,
+                {"error": {"code": "Forbidden", "message": "The user does not have secrets list permission"}},
+            )
+            return
+        names = sorted(
+            n for (v, kind, n), versions in self.fake.objects.items() if v == vault and kind == "secrets"
+        )
+        size = min(int(query.get("maxresults") or 25), 25)
+        start = int(query.get("$skiptoken") or 0)
+        base = f"https://{host}"
+        items = []
+        for name in names[start : start + size]:
+            current = max(self.fake.objects[(vault, "secrets", name)], key=lambda v: v.created)
+            item = self._item(base, "secrets", name, current, listing=True)
+            item["id"] = f"{base}/secrets/{name}"
+            if current.tags:
+                item["tags"] = dict(current.tags)
+            items.append(item)
+        more = start + size < len(names)
+        api = query.get("api-version", "")
+        link = (
+            f"{base}/secrets?api-version={api}&$skiptoken={start + size}&maxresults={size}" if more else None
+        )
+        self._send(200, {"value": items, "nextLink": link})
 
     @staticmethod
     def _item(base: str, kind: str, name: str, v: Version, *, listing: bool) -> dict[str, Any]:

@@ -148,6 +148,12 @@ class AzureBackend:
 
         return await with_retries(attempt, ctx)
 
+    async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
+        """Selectors to the secrets they list (:mod:`providers.azure.listing`)."""
+        from providers.azure import listing
+
+        return await listing.expand(self, objs, ctx)
+
     async def close(self) -> None:
         self._kv.close()
         self._pool.close()

@@ -6,6 +6,7 @@ import re
 from dataclasses import dataclass
 
 from provider.errors import InvalidSPC
+from providers.common import selectors
 from providers.common.encoding import ENCODINGS
 from providers.common.schema import Advisory, Marker, RuleInput, Schema, Spec
 
@@ -88,6 +89,12 @@ def _object(given: RuleInput) -> None:
         raise InvalidSPC(f"{where}: objectFormat pfx is only supported with objectType secret")
 
 
+def _selector(given: RuleInput) -> None:
+    assert given.fields is not None
+    if given.fields.text("objectType") != "secret":
+        raise InvalidSPC(f"{given.where}: a selector lists secrets; set objectType: secret")
+
+
 SCHEMA = Schema(
     backend="azure",
     summary="Azure Key Vault secrets, keys and certificates, read with the pod's workload identity.",
@@ -160,8 +167,9 @@ SCHEMA = Schema(
             default="utf-8",
             invalid="{obj}: objectEncoding must be utf-8, base64 or hex",
         ),
+        selectors.spec("tags", "secret whose name starts with objectName (enabled secrets only)"),
     ),
     object_markers=(Marker("objectType", values=OBJECT_TYPES),),
     spc_rules=(_vault,),
-    object_rules=(_object,),
+    object_rules=(selectors.rule("tags", ("objectVersion", "objectVersionHistory"), _selector), _object),
 )
