@@ -7,12 +7,13 @@ them only through the :class:`providers.base.Backend` protocol.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from provider.errors import DeadlineExceeded, InvalidSPC
+from provider.errors import DeadlineExceeded, Gone, InvalidSPC, KeygateError
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,3 +99,28 @@ class Fetched:
     version: str = ""
     path: str | None = None
     node_identity: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Revoked:
+    """An object upstream says is gone for this identity, returned by a backend instead of files.
+
+    A backend returns one per such object, next to the Fetched items of the others, so the
+    mount pipeline (:mod:`provider.revocation`) can decide: on a rotation where the pod holds the
+    object (``held`` fully matches an id of ``current_object_version``) the object is revoked;
+    otherwise the Mount fails with ``error`` as before. ``held`` must match every id the object
+    is served under (its own, ``unique_ids`` suffixes, derived files); None means the pipeline
+    treats any rotation as holding it (used for release-policy refusals, where no backend ran).
+    """
+
+    obj: SecretObject
+    reason: Gone
+    error: KeygateError
+    held: re.Pattern[str] | None = None
+
+    @classmethod
+    def of(cls, obj: SecretObject, error: KeygateError, held: str) -> Revoked:
+        """From a gone-marked error; ``held`` is a regular expression for the object's ids."""
+        if error.gone is None:
+            raise ValueError("Revoked.of needs an error marked with provider.errors.gone()")
+        return cls(obj, error.gone, error, re.compile(held))

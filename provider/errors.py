@@ -7,6 +7,7 @@ one gRPC status without a traceback. Messages name paths, objects and reasons; n
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import TypeVar
 
 
 class Code(StrEnum):
@@ -24,8 +25,27 @@ class Code(StrEnum):
     INTERNAL = "Internal"
 
 
+class Gone(StrEnum):
+    """Why an object is no longer there for this pod: the revocation categories (a metric label).
+
+    Set on an error (:func:`gone`) only where the answer is definite: upstream says the object is
+    not found, deleted or scheduled for deletion, disabled, or forbidden to the pod's own identity
+    after a successful login; or the release policy now refuses it. Outages never carry one.
+    """
+
+    NOT_FOUND = "not_found"
+    DELETED = "deleted"
+    DISABLED = "disabled"
+    FORBIDDEN = "forbidden"
+    POLICY = "policy"
+
+
 class KeygateError(Exception):
-    """A failure with a code and an actionable, secret-free message."""
+    """A failure with a code and an actionable, secret-free message.
+
+    ``gone`` is set when the error means "this object is gone for this identity" rather than an
+    outage; on a rotation that takes the object away instead of failing the Mount.
+    """
 
     code: Code = Code.INTERNAL
 
@@ -34,6 +54,7 @@ class KeygateError(Exception):
         if code is not None:
             self.code = code
         self.log_fields: dict[str, object] = {}
+        self.gone: Gone | None = None
 
     @property
     def message(self) -> str:
@@ -70,3 +91,12 @@ class DeadlineExceeded(KeygateError):
 
 class ResourceExhausted(KeygateError):
     code = Code.RESOURCE_EXHAUSTED
+
+
+E = TypeVar("E", bound=KeygateError)
+
+
+def gone(exc: E, reason: Gone) -> E:
+    """Mark ``exc`` as a definite "gone for this identity" answer; returns ``exc``."""
+    exc.gone = reason
+    return exc

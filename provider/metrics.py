@@ -95,6 +95,13 @@ THROTTLED = Counter(
     ("backend",),
     registry=REGISTRY,
 )
+REVOCATIONS = Counter(
+    "keygate_revocations",
+    "Objects taken back from a pod on a rotation, by backend and reason category "
+    "(not_found, deleted, disabled, forbidden, policy).",
+    ("backend", "reason"),
+    registry=REGISTRY,
+)
 READY = Gauge(
     "keygate_ready",
     "1 when the daemon is ready to serve mounts (socket serving, keys and policy loaded), else 0.",
@@ -135,6 +142,11 @@ def bounded(kind: str, value: str) -> str:
 def record_denial(reason_code: str) -> None:
     """Count one attestation refusal; ``reason_code`` is a category such as ``token_expired``."""
     ATTESTATION_DENIALS.labels(reason=bounded("reason", reason_code)).inc()
+
+
+def record_revocation(backend: str, reason: str) -> None:
+    """Count one revoked object; ``reason`` is a :class:`provider.errors.Gone` category."""
+    REVOCATIONS.labels(backend=bounded("backend", backend), reason=bounded("revocation", reason)).inc()
 
 
 def record_cache_hit(backend: str, cache: str = "client") -> None:

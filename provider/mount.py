@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from provider import metrics
+from provider import metrics, revocation
 from provider.attest import Attestor
-from provider.domain import FetchContext, Fetched, PodIdentity, SecretObject
+from provider.domain import FetchContext, Fetched, PodIdentity, Revoked, SecretObject
 from provider.errors import (
     BackendUnavailable,
     DeadlineExceeded,
@@ -53,6 +53,7 @@ class MountResult:
     spc_name: str
     objects: list[SecretObject]
     fetched: list[Fetched] = field(default_factory=list)
+    revoked: list[revocation.Revocation] = field(default_factory=list)
 
 
 class AuditHook(Protocol):
@@ -73,6 +74,14 @@ class AuditHook(Protocol):
         ctx: MountContext | None,
         objects: Sequence[SecretObject],
         error: BaseException,
+    ) -> None: ...
+
+    def revoked(
+        self,
+        request_id: str,
+        ctx: MountContext,
+        identity: PodIdentity,
+        revoked: Sequence[revocation.Revocation],
     ) -> None: ...
 
 
@@ -128,6 +137,9 @@ class Mounter:
             TRIMMER.note(len(request.attributes) + len(request.secrets))
         if self.audit is not None and seen.ctx is not None:
             self.audit.released(request_id, seen.ctx, result.identity, result.fetched, result.versions)
+        taken = revocation.record(result.revoked)
+        if taken and self.audit is not None and seen.ctx is not None:
+            self.audit.revoked(request_id, seen.ctx, result.identity, taken)
         return result
 
     async def close(self) -> None:
@@ -146,23 +158,30 @@ class Mounter:
             async with asyncio.timeout(self.timeout):
                 ctx = seen.ctx = parse(request)
                 objects = seen.objects = self._objects.parse(ctx.parameters)
-                identity = await self.attestor.attest(ctx, objects)
+                spc_mode = revocation.spc_mode(ctx.parameters)
+                decision = await revocation.attest(self.attestor, ctx, objects)
+                identity, objects = decision.identity, decision.allowed(objects)
                 if any(is_selector(obj) for obj in objects):
                     fctx = self._context(ctx, identity, deadline)
                     objects = seen.objects = await expand_selectors(
                         self.registry, self.attestor, self.selector_max_objects, fctx, objects
                     )
-                fetched = await self._fetch(ctx, identity, objects, deadline)
+                items = await self._fetch(ctx, identity, objects, deadline)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the mount did not finish within {self.timeout:g}s; a backend is slow or unreachable"
             ) from None
-        files, versions = self._assemble(ctx, objects, fetched)
+        fetched, revoked = revocation.settle(
+            ctx, [*items, *decision.refused], decision.mode(spc_mode), self.versioner
+        )
+        kept = revocation.kept(objects, revoked)
+        files, versions = self._assemble(ctx, kept, [*fetched, *revocation.placeholders(revoked)])
+        versions += revocation.tombstones(revoked, self.versioner, (i for i, _ in versions))
         if self.write_files:
             await asyncio.to_thread(
                 write_atomic, ctx.target_path, files, pod_uid=identity.uid, rules=self.target_rules
             )
-        return MountResult(files, versions, identity, ctx.spc_name, objects, fetched)
+        return MountResult(files, versions, identity, ctx.spc_name, objects, fetched, revoked)
 
     async def _fetch(
         self,
@@ -170,7 +189,7 @@ class Mounter:
         identity: PodIdentity,
         objects: Sequence[SecretObject],
         deadline: float,
-    ) -> list[Fetched]:
+    ) -> list[Fetched | Revoked]:
         groups: dict[str, list[SecretObject]] = defaultdict(list)
         for obj in objects:
             groups[obj.backend].append(obj)
@@ -227,7 +246,9 @@ class Mounter:
         return files, versions
 
 
-async def _guarded(backend: Backend, objects: list[SecretObject], ctx: FetchContext) -> list[Fetched]:
+async def _guarded(
+    backend: Backend, objects: list[SecretObject], ctx: FetchContext
+) -> list[Fetched | Revoked]:
     """Run one backend; an unexpected exception becomes a secret-free error naming the backend.
 
     Each call is timed into ``keygate_backend_request_duration_seconds`` and, when it fails,
@@ -235,7 +256,7 @@ async def _guarded(backend: Backend, objects: list[SecretObject], ctx: FetchCont
     """
     started = time.perf_counter()
     try:
-        fetched = await backend.fetch(objects, ctx)
+        fetched = list(await backend.fetch(objects, ctx))
     except KeygateError as exc:
         metrics.record_backend(backend.name, time.perf_counter() - started, error_code=exc.code.value)
         raise

@@ -6,6 +6,14 @@ pod identity and the pod's own service-account tokens, so backends that authenti
 pod* never need the daemon's credentials. What an SPC may say to a backend is its ``schema``
 (:mod:`providers.common.schema`); the daemon and ``keygate lint`` check SPCs against it before
 ``validate`` and ``fetch`` run.
+
+Revocation: when upstream gives a definite "gone for this identity" answer for one object (not
+found, deleted or scheduled for deletion, disabled, 403 for the pod after a successful login),
+the backend marks the error with :func:`provider.errors.gone` and returns a
+:class:`~provider.domain.Revoked` for that object (:func:`providers.common.revoked.settle` turns
+a read into either), still returning the other objects' files. Outages (timeouts, 5xx, 429,
+TLS, DNS) are never marked: they raise and fail the whole fetch, as before. Whether a Revoked
+object is taken away or fails the Mount is the pipeline's decision (:mod:`provider.revocation`).
 """
 
 from __future__ import annotations
@@ -13,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, Protocol, runtime_checkable
 
-from provider.domain import FetchContext, Fetched, SecretObject
+from provider.domain import FetchContext, Fetched, Revoked, SecretObject
 from providers.common.schema import Schema
 
 
@@ -31,8 +39,13 @@ class Backend(Protocol):
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
         """Checks the schema cannot express and that need this instance (raise InvalidSPC)."""
 
-    async def fetch(self, objects: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
-        """Return at least one Fetched per object, or raise a KeygateError; never partial."""
+    async def fetch(
+        self, objects: Sequence[SecretObject], ctx: FetchContext
+    ) -> Sequence[Fetched | Revoked]:
+        """At least one Fetched, or one Revoked, per object; or raise a KeygateError.
+
+        Never partial otherwise: an outage for any object fails the whole fetch.
+        """
         ...
 
     async def close(self) -> None:

@@ -239,6 +239,21 @@ class FakeAzure:
     def add_certificate(self, vault: str, name: str, cert: x509.Certificate) -> str:
         return self.add(vault, "certificates", name, der=cert.public_bytes(serialization.Encoding.DER))
 
+    def set_enabled(self, vault: str, kind: str, name: str, enabled: bool, version: str = "") -> None:
+        """Enable or disable one version (default: the current one), as ``az keyvault secret
+        set-attributes --enabled`` does; a disabled current version answers 403 SecretDisabled."""
+        versions = self.objects[(vault, kind, name)]
+        target = (
+            max(versions, key=lambda v: v.created)
+            if not version
+            else next(v for v in versions if v.version == version)
+        )
+        target.enabled = enabled
+
+    def delete(self, vault: str, kind: str, name: str) -> None:
+        """Delete the object with all its versions (a GET then answers 404)."""
+        self.objects.pop((vault, kind, name), None)
+
     def federate(self, client_id: str, issuer: str, subject: str, audience: str) -> None:
         self.federations[client_id] = Federation(self.tenant, issuer, subject, audience)
 
@@ -499,7 +514,7 @@ class _Handler(BaseHTTPRequestHandler):
         if rest:
             match = [v for v in versions if v.version == rest[0]]
         else:
-            match = [max((v for v in versions if v.enabled), key=lambda v: v.created, default=None)]
+            match = [max(versions, key=lambda v: v.created)]
         if not match or match[0] is None:
             self._send(404, {"error": {"code": "SecretNotFound", "message": "version not found"}})
             return
@@ -510,6 +525,7 @@ class _Handler(BaseHTTPRequestHandler):
                     "error": {
                         "code": "Forbidden",
                         "message": "Operation get is not allowed on a disabled secret.",
+                        "innererror": {"code": "SecretDisabled"},
                     }
                 },
             )

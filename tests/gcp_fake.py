@@ -129,6 +129,7 @@ class FakeSecretManager:
         self.grants: dict[str, set[str]] = {}
         self.labels: dict[str, dict[str, str]] = {}
         self.listers: dict[str, set[str]] = {}
+        self.states: dict[tuple[str, int], str] = {}
         self.fail_next: list[grpc.StatusCode | str] = []
         self.fail_all: grpc.StatusCode | str | None = None
         self.fail_only = ""
@@ -157,6 +158,25 @@ class FakeSecretManager:
         with self._lock:
             self.versions.setdefault(secret, []).extend(values)
             self.grants.setdefault(secret, set()).update(grant)
+
+    def set_state(self, secret: str, number: int, state: str) -> None:
+        """Version ``number`` of ``secret`` becomes ``DISABLED``, ``DESTROYED`` or ``ENABLED``;
+        like the service, access then fails with FAILED_PRECONDITION naming the state."""
+        with self._lock:
+            self.states[(secret, number)] = state
+
+    def delete(self, secret: str) -> None:
+        """Delete the secret with all its versions (access then answers NOT_FOUND)."""
+        with self._lock:
+            self.versions.pop(secret, None)
+            self.grants.pop(secret, None)
+            for key in [k for k in self.states if k[0] == secret]:
+                del self.states[key]
+
+    def revoke(self, secret: str, principal: str) -> None:
+        """Remove ``principal``'s accessor grant on ``secret`` (access then answers PERMISSION_DENIED)."""
+        with self._lock:
+            self.grants.get(secret, set()).discard(principal)
 
     def _fault(self, name: str) -> grpc.StatusCode | str | None:
         with self._lock:
@@ -218,6 +238,12 @@ class FakeSecretManager:
         number = len(values) if version == "latest" else int(version) if version.isdigit() else 0
         if not 1 <= number <= len(values):
             context.abort(grpc.StatusCode.NOT_FOUND, f"Secret Version [{request.name}] not found.")
+        state = self.states.get((secret, number), "ENABLED")
+        if state != "ENABLED":
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"Secret Version [{secret}/versions/{number}] is in {state} state.",
+            )
         data = values[number - 1]
         return service.AccessSecretVersionResponse(
             name=f"{secret}/versions/{number}",

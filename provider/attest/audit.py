@@ -14,12 +14,15 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from provider.attest.reasons import FIELD as DENIAL_FIELD
 from provider.domain import Fetched, PodIdentity, SecretObject
 from provider.errors import Code, KeygateError
 from provider.request import MountContext
+
+if TYPE_CHECKING:
+    from provider.revocation import Revocation
 
 log = logging.getLogger("keygate.audit")
 
@@ -123,6 +126,27 @@ class AuditLog:
         record["objects"] = [{"name": o.name, "backend": o.backend} for o in objects]
         record["backends"] = sorted({o.backend for o in objects})
         self.write(record)
+
+    def revoked(
+        self,
+        request_id: str,
+        ctx: MountContext,
+        identity: PodIdentity,
+        revoked: Sequence[Revocation],
+    ) -> None:
+        """One ``revoke`` record per object a rotation took back: ids, reason category, outcome."""
+        for item in revoked:
+            record = self._base(request_id, ctx, "revoke", item.reason.value)
+            record["pod"] = {"namespace": identity.namespace, "name": identity.name, "uid": identity.uid}
+            record["service_account"] = identity.service_account
+            record["object"] = {
+                "name": item.obj.name,
+                "backend": item.obj.backend,
+                "path": item.obj.path,
+                "ids": list(item.ids),
+            }
+            record["outcome"] = "removed" if item.mode == "remove" else "emptied"
+            self.write(record)
 
     def write(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, separators=(",", ":"), sort_keys=False)

@@ -4,12 +4,18 @@ The SPC (app team) says what to mount; this file (security team, mounted from a 
 daemon's namespace) says who may receive it. The first rule whose namespaces and service
 accounts match the pod decides; objects outside its ``backends``/``objects`` are refused, so an
 SPC can only narrow the policy. No rule matching -> ``default`` (``allow``: the SPC decides;
-``deny``: refuse). Digest pinning is always required.
+``deny``: refuse). Digest pinning is always required; ``images.signatures`` (per rule) also
+requires signed images (:mod:`provider.attest.signatures`, docs/signatures.md).
 
 ``nodeIdentity`` (per rule, default none) lists the backends that may read *as the node* for the
 pods the rule covers: Azure's VM managed identity (``useVMManagedIdentity``) and GCP's
 ``auth: provider-adc``. Those identities are shared by every pod on the node, so they are only
 ever used where the policy grants them by name; no rule, or a rule without the key, refuses.
+
+``revocation`` (per rule, ``remove`` or ``empty``, default unset) says what an object the pod
+holds becomes when a rotation takes it back (:mod:`provider.revocation`); set, it overrides the
+SPC's own ``revocation`` parameter. :meth:`Policy.refusals` asks "may this pod have these
+objects" after attestation, without raising.
 
 The file is re-read when it changes (checked with one ``stat`` per Mount). An invalid file stops
 the daemon at start-up; an invalid edit later is logged and the last good policy stays in force.
@@ -36,7 +42,17 @@ from provider.health import Readiness
 log = logging.getLogger("keygate.attest")
 
 REF_FIELDS = ("secretPath", "resourceName")
-RULE_KEYS = {"name", "namespaces", "serviceAccounts", "backends", "objects", "images", "nodeIdentity"}
+RULE_KEYS = {
+    "name",
+    "namespaces",
+    "serviceAccounts",
+    "backends",
+    "objects",
+    "images",
+    "nodeIdentity",
+    "revocation",
+}
+REVOCATION_MODES = ("remove", "empty")
 NODE_IDENTITY_KEY = "nodeIdentity"
 NODE_IDENTITY_BACKENDS = ("azure", "gcp")
 IMAGE_KEYS = {"allowedDigests", "allowedRepositories", "signatures"}
@@ -68,6 +84,7 @@ class Rule:
     objects: tuple[str, ...] = ("*",)
     images: ImageRules = field(default_factory=ImageRules)
     node_identity: frozenset[str] = frozenset()
+    revocation: str | None = None
 
     def covers(self, namespace: str, service_account: str) -> bool:
         return any(fnmatch.fnmatchcase(namespace, p) for p in self.namespaces) and any(
@@ -105,6 +122,29 @@ class Policy:
                 f"{namespace!r}, and the policy's default is deny ({self.source})"
             )
         return None
+
+    def refusals(
+        self, namespace: str, service_account: str, objects: Sequence[SecretObject]
+    ) -> dict[int, PermissionDenied]:
+        """May this pod have these objects: the refusal per object index (empty: all allowed)."""
+        try:
+            rule = self.rule_for(namespace, service_account)
+        except PermissionDenied as exc:
+            return {obj.index: exc for obj in objects}
+        if rule is None:
+            return {}
+        out: dict[int, PermissionDenied] = {}
+        for obj in objects:
+            try:
+                rule.check_object(obj, namespace)
+            except PermissionDenied as exc:
+                out[obj.index] = exc
+        return out
+
+    def revocation_for(self, namespace: str, service_account: str) -> str | None:
+        """The covering rule's ``revocation`` mode, or None where the policy leaves it to the SPC."""
+        rule = next((r for r in self.rules if r.covers(namespace, service_account)), None)
+        return rule.revocation if rule is not None else None
 
 
 DEFAULT_POLICY = Policy()
@@ -191,6 +231,11 @@ def parse_policy(text: str, source: str, base_dir: Path | None = None) -> Policy
                 f"{where}.{NODE_IDENTITY_KEY}: {', '.join(bad)} cannot read as the node "
                 f"(backends with a node identity: {', '.join(NODE_IDENTITY_BACKENDS)})"
             )
+        revocation = item.get("revocation")
+        if revocation is not None and revocation not in REVOCATION_MODES:
+            raise PolicyError(
+                f"{where}.revocation must be one of {', '.join(REVOCATION_MODES)}, not {revocation!r}"
+            )
         digests = _str_list(images.get("allowedDigests"), f"{where}.images.allowedDigests", default=())
         clean_digests = set()
         for digest in digests:
@@ -219,6 +264,7 @@ def parse_policy(text: str, source: str, base_dir: Path | None = None) -> Policy
                     signatures=signatures,
                 ),
                 node_identity=frozenset(node_identity),
+                revocation=revocation,
             )
         )
     return Policy(rules=tuple(rules), default=default, source=source)

@@ -16,13 +16,14 @@ nodePublishSecretRef.
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
 
-from provider.domain import FetchContext, Fetched, SecretObject
+from provider.domain import FetchContext, Fetched, Revoked, SecretObject
 from provider.errors import BackendUnavailable, DeadlineExceeded, KeygateError
 from providers.aws import auth, objects
 from providers.aws.auth import DEFAULT_AUDIENCE, Auth, RoleResolver
@@ -30,6 +31,7 @@ from providers.aws.client import AWSClients, Value
 from providers.aws.params import SCHEMA, SECRETS_MANAGER, Plan, Target, fill_region, plan
 from providers.aws.region import NodeRegion
 from providers.common.ids import unique_ids
+from providers.common.revoked import settle
 from providers.common.runtime import WorkerPool, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
 
@@ -112,7 +114,7 @@ class AWSBackend:
                 ) from None
             return out
 
-    async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
+    async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched | Revoked]:
         values = SCHEMA.check_parameters(ctx.parameters, self.settings, FirstError())
         if not values.text("region"):
             values = fill_region(values, await self.node_region.get())
@@ -121,10 +123,22 @@ class AWSBackend:
         grouped: dict[Target, list[Plan]] = {}
         for item in plans:
             grouped.setdefault(item.primary, []).append(item)
-        parts = await gather_all(
-            [self._read_with_failover(unit, who, ctx) for unit in objects.units(list(grouped.items()))]
-        )
-        pairs = [(item, value) for part in parts for readers, value in part for item in readers]
+        units = objects.units(list(grouped.items()))
+        parts = await gather_all([settle(self._read_with_failover(unit, who, ctx)) for unit in units])
+        pairs: list[tuple[Plan, Value]] = []
+        revoked: list[Fetched | Revoked] = []
+        for unit, part in zip(units, parts, strict=True):
+            if isinstance(part, KeygateError):
+                revoked.extend(
+                    Revoked.of(item.obj, part, held_ids(item)) for _, plans in unit for item in plans
+                )
+                continue
+            for readers, value in part:
+                for item in readers:
+                    if value.missing is not None:
+                        revoked.append(Revoked.of(item.obj, value.missing, held_ids(item)))
+                    else:
+                        pairs.append((item, value))
         mains = unique_ids(
             [objects.main_file(item, value, ctx.parameters) for item, value in pairs],
             lambda f: f"#{f.obj.path}",
@@ -134,7 +148,7 @@ class AWSBackend:
             out.append(main)
             out.extend(objects.jmes_files(item, main, ctx.parameters))
         out.sort(key=lambda f: f.obj.index)
-        return out
+        return [*out, *revoked]
 
     async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
         """Selectors to the secrets or parameters they list (:mod:`providers.aws.listing`)."""
@@ -146,3 +160,23 @@ class AWSBackend:
         self._pool.close()
         self.clients.clear()
         await self.node_region.aclose()
+
+
+def held_ids(item: Plan) -> str:
+    """The ids an object is served under (a regular expression): the ARN AWS answered with
+    (for a name, ``...:secret:<name>-xxxxxx``; for SSM, ``...:parameter/<name>``) or the name,
+    for its primary or failover read, plus the ``#<file>`` and ``#jmesPath=`` suffixes."""
+    forms: list[str] = []
+    for target in (item.primary, item.failover):
+        if target is None:
+            continue
+        name = re.escape(target.name)
+        if target.name.startswith("arn:"):
+            forms.append(name + r"(?:-[A-Za-z0-9]{6})?")
+        elif target.object_type == SECRETS_MANAGER:
+            forms.append(r"arn:[^:]+:secretsmanager:[^:]+:\d+:secret:" + name + r"-[A-Za-z0-9]{6}")
+        else:
+            forms.append(r"arn:[^:]+:ssm:[^:]+:\d+:parameter/" + re.escape(target.name.lstrip("/")))
+            forms.append(name)
+    suffix = re.escape(f"#{item.obj.path}")
+    return f"(?:{'|'.join(forms)})(?:{suffix})?(?:#jmesPath=.+)?"

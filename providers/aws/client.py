@@ -18,11 +18,13 @@ from typing import Any
 
 from provider.errors import (
     Code,
+    Gone,
     InvalidSPC,
     KeygateError,
     PermissionDenied,
     SecretNotFound,
     Unauthenticated,
+    gone,
 )
 from providers.aws.auth import Auth, Credentials
 from providers.aws.params import Plan, Target
@@ -86,6 +88,7 @@ TRANSIENT = frozenset(
         "RequestTimeoutException",
     }
 )
+ACCESS_REMOVED = frozenset({"AccessDenied", "AccessDeniedException"})
 BAD_REQUEST = frozenset({"ValidationException", "InvalidParameterException", "InvalidRequestException"})
 
 
@@ -140,11 +143,33 @@ def translate_error(exc: Exception, what: str, region: str) -> KeygateError:
     return KeygateError(f"{what}: AWS returned {code or status} in {region}", code=Code.BACKEND_UNAVAILABLE)
 
 
+def read_error(exc: Exception, what: str, region: str) -> KeygateError:
+    """:func:`translate_error` for a read made with working credentials, with the definite
+    answers marked gone: not found, scheduled for deletion, access denied to the role."""
+    code, _ = _error_code(exc)
+    response = getattr(exc, "response", None) or {}
+    message = str(response.get("Error", {}).get("Message", "")).lower()
+    if code == "InvalidRequestException" and ("deleted" in message or "deletion" in message):
+        scheduled = SecretNotFound(
+            f"{what} is scheduled for deletion in {region} ({code}); restore it or remove it from the SPC"
+        )
+        return gone(scheduled, Gone.DELETED)
+    error = translate_error(exc, what, region)
+    if code in NOT_FOUND:
+        return gone(error, Gone.NOT_FOUND)
+    if code in ACCESS_REMOVED:
+        return gone(error, Gone.FORBIDDEN)
+    return error
+
+
 @dataclass(slots=True)
 class Value:
+    """One answer; ``missing`` is set (and nothing else) for an SSM name the batch did not find."""
+
     object_id: str
     version: str
     contents: bytes
+    missing: KeygateError | None = None
 
 
 class AWSClients:
@@ -265,7 +290,7 @@ class AWSClients:
             response = client.get_secret_value(**kwargs)
         except Exception as exc:  # noqa: BLE001 - translated below, never echoed
             what = f"{plan.where}: Secrets Manager secret {target.name!r}"
-            raise translate_error(exc, what, target.region) from None
+            raise read_error(exc, what, target.region) from None
         arn = response.get("ARN")
         if not isinstance(arn, str) or (
             response.get("SecretString") is None and not response.get("SecretBinary")
@@ -303,10 +328,12 @@ class AWSClients:
         for target, plans in batch:
             where = plans[0].where
             if target.ssm_request in invalid:
-                raise SecretNotFound(
+                missing = SecretNotFound(
                     f"{where}: SSM parameter {target.ssm_request!r} was not found in {target.region} "
                     "(or that version/label does not exist)"
                 )
+                values.append(Value(target.name, "", b"", gone(missing, Gone.NOT_FOUND)))
+                continue
             parameter = by_base.get(target.name)
             if parameter is None:
                 raise KeygateError(

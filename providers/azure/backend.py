@@ -32,17 +32,19 @@ from dataclasses import replace
 from functools import partial
 from typing import Any, ClassVar, TypeVar
 
-from provider.domain import FetchContext, Fetched, SecretObject
-from provider.errors import DeadlineExceeded, KeygateError, SecretNotFound
+from provider.domain import FetchContext, Fetched, Revoked, SecretObject
+from provider.errors import DeadlineExceeded, Gone, KeygateError, SecretNotFound, gone
 from providers.azure import auth, client
 from providers.azure.client import Clients, KeyVault, Target
 from providers.azure.params import CLOUDS, SCHEMA
 from providers.common.ids import file_of, unique_ids
+from providers.common.revoked import id_pattern, settle
 from providers.common.runtime import WorkerPool, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
 
 T = TypeVar("T")
 DEFAULT_URL_TEMPLATE = "https://{vault}.{dns_suffix}"
+HISTORY_IDS = r"/\d+(?::.+)?|:.+"  # objectVersionHistory files, and unique_ids' ":<file>"
 
 
 class AzureBackend:
@@ -87,11 +89,13 @@ class AzureBackend:
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
         return None
 
-    async def fetch(self, objects: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
+    async def fetch(self, objects: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched | Revoked]:
         target = self._target(ctx.parameters)
         clients = await auth.clients_for(self._kv, target, ctx, self._audience)
         try:
-            results = await gather_all([self._fetch_object(obj, target, clients, ctx) for obj in objects])
+            results = await gather_all(
+                [settle(self._fetch_object(obj, target, clients, ctx)) for obj in objects]
+            )
         except (DeadlineExceeded, asyncio.CancelledError):
             # A worker may still be blocked in a token exchange holding the credential's lock;
             # the next Mount gets fresh clients instead of queueing behind it.
@@ -99,9 +103,21 @@ class AzureBackend:
             raise
         node = auth.node_identity(target)
         items = [
-            replace(item, node_identity=node) if node else item for fetched in results for item in fetched
+            replace(item, node_identity=node) if node else item
+            for fetched in results
+            if not isinstance(fetched, KeygateError)
+            for item in fetched
         ]
-        return unique_ids(items, lambda f: ":" + file_of(f))
+        revoked: list[Fetched | Revoked] = [
+            Revoked.of(obj, result, id_pattern(self._base_id(obj, target), HISTORY_IDS))
+            for obj, result in zip(objects, results, strict=True)
+            if isinstance(result, KeygateError)
+        ]
+        return [*unique_ids(items, lambda f: ":" + file_of(f)), *revoked]
+
+    @staticmethod
+    def _base_id(obj: SecretObject, target: Target) -> str:
+        return f"azure/{target.vault}/{SCHEMA.read_fields(obj).text('objectType')}/{obj.name}"
 
     async def _fetch_object(
         self, obj: SecretObject, target: Target, clients: Clients, ctx: FetchContext
@@ -109,7 +125,7 @@ class AzureBackend:
         fields = SCHEMA.read_fields(obj)
         object_type = fields.text("objectType")
         version = fields.text("objectVersion")
-        base_id = f"azure/{target.vault}/{object_type}/{obj.name}"
+        base_id = self._base_id(obj, target)
         history = fields.number("objectVersionHistory")
         if history <= 1:
             value = await self._call(ctx, partial(client.get, obj, target, clients, version))
@@ -117,10 +133,11 @@ class AzureBackend:
         versions = await self._call(ctx, partial(client.versions, obj, target, clients))
         if version:
             if version not in versions:
-                raise SecretNotFound(
+                missing = SecretNotFound(
                     f"objects[{obj.index}] {obj.name!r}: Key Vault {target.vault!r} has no enabled version "
                     f"{version!r} of {object_type} {obj.name!r}"
                 )
+                raise gone(missing, Gone.DISABLED)
             versions = versions[versions.index(version) :]
         chosen = versions[:history]
         values = await gather_all(

@@ -4,6 +4,7 @@ backend's worker pool."""
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -17,11 +18,13 @@ from cryptography.hazmat.primitives import serialization
 from provider.domain import SecretObject
 from provider.errors import (
     BackendUnavailable,
+    Gone,
     InvalidSPC,
     KeygateError,
     PermissionDenied,
     SecretNotFound,
     Unauthenticated,
+    gone,
 )
 from providers.azure.certs import pfx_to_pem, public_key_pem
 from providers.azure.sdk import (
@@ -51,6 +54,8 @@ log = logging.getLogger("keygate.azure")
 PFX_CONTENT_TYPE = "application/x-pkcs12"
 PEM_CONTENT_TYPE = "application/x-pem-file"
 _AADSTS = re.compile(r"AADSTS\d+")
+DISABLED_CODES = frozenset({"SecretDisabled", "KeyDisabled", "CertificateDisabled"})
+MAX_ERROR_BODY = 64 * 1024
 
 
 def _where(obj: SecretObject) -> str:
@@ -228,8 +233,12 @@ def versions(obj: SecretObject, target: Target, clients: Clients, limits: Mappin
     except Exception as exc:  # noqa: BLE001 - mapped to a keygate error below
         raise _map_error(exc, obj, target, f"versions of {object_type} {obj.name!r}") from None
     if not found:
-        raise SecretNotFound(
-            f"{_where(obj)}: Key Vault {target.vault!r} has no enabled versions of {object_type} {obj.name!r}"
+        raise gone(
+            SecretNotFound(
+                f"{_where(obj)}: Key Vault {target.vault!r} has no enabled versions of "
+                f"{object_type} {obj.name!r}"
+            ),
+            Gone.DISABLED,
         )
     found.sort(key=lambda item: item[0].timestamp() if item[0] else 0.0, reverse=True)
     return [version for _, version in found]
@@ -267,7 +276,7 @@ def _map_error(exc: Exception, obj: SecretObject, target: Target, what: str) -> 
         return exc
     where = f"{_where(obj)}: Key Vault {target.vault!r} {what}"
     if isinstance(exc, ResourceNotFoundError):
-        return SecretNotFound(f"{where} was not found (404)")
+        return gone(SecretNotFound(f"{where} was not found (404)"), Gone.NOT_FOUND)
     if isinstance(exc, ClientAuthenticationError) and target.managed_identity:
         which = (
             f"user-assigned identity {target.user_assigned!r}" if target.user_assigned else "system identity"
@@ -299,11 +308,17 @@ def _map_error(exc: Exception, obj: SecretObject, target: Target, what: str) -> 
         return Retryable(f"{where}: {service} answered {exc.status_code or 0} with a body that is not JSON")
     if isinstance(exc, HttpResponseError):
         status = exc.status_code or 0
+        if status == 403 and _inner_code(exc) in DISABLED_CODES:
+            return gone(
+                PermissionDenied(f"{where} is disabled (403); enable it or remove it from the SPC"),
+                Gone.DISABLED,
+            )
         if status == 403:
-            return PermissionDenied(
+            denied = PermissionDenied(
                 f"{where}: access denied (403); grant the identity 'get' (and 'list' for "
                 "objectVersionHistory) on this vault"
             )
+            return gone(denied, Gone.FORBIDDEN)
         if is_retryable(status):
             return Retryable(f"{where}: Key Vault answered {status}")
         return BackendUnavailable(f"{where}: Key Vault answered {status}")
@@ -313,3 +328,17 @@ def _map_error(exc: Exception, obj: SecretObject, target: Target, what: str) -> 
         return BackendUnavailable(f"{where}: the request was refused by the SDK ({type(exc).__name__})")
     log.error("unexpected Azure SDK error", extra={"error_type": type(exc).__name__, "vault": target.vault})
     return BackendUnavailable(f"{where}: unexpected error ({type(exc).__name__})")
+
+
+def _inner_code(exc: HttpResponseError) -> str:
+    """Key Vault's ``error.innererror.code`` (``SecretDisabled``...), read from the answer body
+    for classification only; never echoed."""
+    try:
+        text = exc.response.text() if exc.response is not None else ""
+        if not text or len(text) > MAX_ERROR_BODY:
+            return ""
+        inner = json.loads(text).get("error", {}).get("innererror", {})
+        code = inner.get("code") if isinstance(inner, dict) else None
+    except (ValueError, AttributeError, TypeError):
+        return ""
+    return code if isinstance(code, str) else ""

@@ -17,15 +17,17 @@ token exchange. Google libraries are imported on first use only.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
-from provider.domain import FetchContext, Fetched, SecretObject
-from provider.errors import Unauthenticated
+from provider.domain import FetchContext, Fetched, Revoked, SecretObject
+from provider.errors import KeygateError, Unauthenticated
 from providers.common.ids import unique_ids
+from providers.common.revoked import id_pattern, settle
 from providers.common.runtime import ClientCache, WorkerPool, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
 from providers.gcp import objects
@@ -61,7 +63,7 @@ class GCPBackend:
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
         return None
 
-    async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
+    async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched | Revoked]:
         values = SCHEMA.check_parameters(ctx.parameters, self._raw_settings, FirstError())
         auth = self._identities.choose(ctx, values)
         # One token exchange (with its retries) before the fan-out, not one per secret.
@@ -70,15 +72,23 @@ class GCPBackend:
         for obj in objs:
             name = resource_name(obj)
             targets.setdefault(name, parse_target(name, name))
-        done = await gather_all([self._read(name, target, auth, ctx) for name, target in targets.items()])
+        done = await gather_all(
+            [settle(self._read(name, target, auth, ctx)) for name, target in targets.items()]
+        )
         reads = dict(zip(targets, done, strict=True))
         node = NODE_IDENTITY if auth.kind == AUTH_PROVIDER else ""
         out: list[Fetched] = []
+        revoked: list[Fetched | Revoked] = []
         for obj in objs:
             read = reads[resource_name(obj)]
+            if isinstance(read, KeygateError):
+                revoked.append(
+                    Revoked.of(obj, read, id_pattern(resource_name(obj), re.escape(f"#{obj.path}")))
+                )
+                continue
             contents = objects.contents(obj, read.data)
             out.append(Fetched(obj, resource_name(obj), contents, read.version, node_identity=node))
-        return unique_ids(out, lambda f: f"#{f.obj.path}")
+        return [*unique_ids(out, lambda f: f"#{f.obj.path}"), *revoked]
 
     async def _read(self, name: str, target: Resource, auth: TokenSource, ctx: FetchContext) -> Read:
         endpoint = self.settings.endpoint_for(target.location, parameters=target.parameter)

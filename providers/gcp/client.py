@@ -8,11 +8,13 @@ from typing import TYPE_CHECKING
 
 from provider.errors import (
     BackendUnavailable,
+    Gone,
     InvalidSPC,
     KeygateError,
     PermissionDenied,
     SecretNotFound,
     Unauthenticated,
+    gone,
 )
 from providers.common.runtime import Pooled, Retryable
 from providers.gcp.oauth import TokenSource
@@ -140,13 +142,16 @@ def map_error(
     if isinstance(exc, KeygateError):
         return exc
     if isinstance(exc, gexc.NotFound):
-        return SecretNotFound(f"GCP {what} {name} was not found (endpoint {endpoint})")
+        return gone(SecretNotFound(f"GCP {what} {name} was not found (endpoint {endpoint})"), Gone.NOT_FOUND)
     if isinstance(exc, gexc.PermissionDenied):
-        return PermissionDenied(f"GCP denied access to {name} for {auth.describe}; grant it {role}")
+        denied = PermissionDenied(f"GCP denied access to {name} for {auth.describe}; grant it {role}")
+        return gone(denied, Gone.FORBIDDEN)
     if isinstance(exc, gexc.Unauthenticated):
         return Unauthenticated(f"GCP did not accept the access token of {auth.describe} reading {name}")
     if isinstance(exc, gexc.FailedPrecondition):
-        return SecretNotFound(f"GCP {what} {name} is disabled or destroyed")
+        destroyed = "DESTROYED" in str(exc.message or "").upper()
+        error = SecretNotFound(f"GCP {what} {name} is disabled or destroyed")
+        return gone(error, Gone.DELETED if destroyed else Gone.DISABLED)
     if isinstance(exc, gexc.InvalidArgument):
         return InvalidSPC(f"GCP rejected the resource name {name} as invalid")
     if isinstance(exc, gexc.ResourceExhausted | gexc.ServiceUnavailable | gexc.DeadlineExceeded):

@@ -1,0 +1,208 @@
+"""Live revocation: on a rotation, take back what upstream or the release policy no longer gives.
+
+The driver's rotation Mount carries ``current_object_version`` (what the pod holds now) and
+rewrites the volume from the files the Mount returns; a failed Mount leaves the old files. So:
+
+- An object the pod holds (one of its ids is in ``current_object_version``) that its backend
+  now definitely says is gone (:class:`provider.errors.Gone`) is *revoked*; one it does not
+  hold yet fails the Mount as before (a missing secret on a first mount is a configuration
+  error, not something to hide).
+- On a rotation the release policy is asked again, after the pod is attested: objects it now
+  refuses, or every object when the pod's images are no longer allowed, are revoked. Token and
+  attestation *failures* are never revocations: the Mount fails and the old files stay.
+- Outages never carry a ``Gone`` mark, so they always fail the Mount and remove nothing.
+
+What a revoked object becomes (``remove``: no file; ``empty``: a zero-byte file at its path) is
+the release policy rule's ``revocation`` when set, else the SPC parameter ``revocation``, else
+``remove``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+
+from provider import metrics
+from provider.attest import Attestor
+from provider.attest.policy import REVOCATION_MODES, PolicyStore
+from provider.attest.reasons import Denial, reason_of
+from provider.domain import Fetched, PodIdentity, Revoked, SecretObject
+from provider.errors import Gone, InvalidSPC, PermissionDenied, gone
+from provider.request import MountContext
+from provider.versions import Versioner
+
+PARAMETER = "revocation"
+REMOVE, EMPTY = REVOCATION_MODES
+DEFAULT_MODE = REMOVE
+PLACEHOLDER_VERSION = "revoked"
+
+# Refusals that come after the token and the Pod were verified: the policy saying no to a pod
+# that is who it claims to be (everything else is an attestation failure and fails the Mount).
+POLICY_DENIALS = frozenset({Denial.IMAGE_NOT_ALLOWED, Denial.IMAGE_UNPINNED})
+
+
+def spc_mode(parameters: Mapping[str, str]) -> str | None:
+    """The SPC's ``revocation`` parameter, checked on every Mount so a typo shows at once."""
+    raw = parameters.get(PARAMETER)
+    if raw is None:
+        return None
+    value = raw.strip().lower()
+    if value not in REVOCATION_MODES:
+        raise InvalidSPC(
+            f"SPC parameter {PARAMETER!r} must be one of {', '.join(REVOCATION_MODES)}, not {raw[:40]!r}"
+        )
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class Revocation:
+    """One object withheld by this Mount: why, how, which of the pod's ids it had, and whether
+    the pod still had its contents (``new``) or only the marker of an earlier revocation."""
+
+    obj: SecretObject
+    reason: Gone
+    mode: str
+    ids: tuple[str, ...]
+    new: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """Attestation's outcome for one Mount: who, what the policy refuses now, its chosen mode."""
+
+    identity: PodIdentity
+    refused: tuple[Revoked, ...] = ()
+    policy_mode: str | None = None
+
+    def allowed(self, objects: Sequence[SecretObject]) -> list[SecretObject]:
+        refused = {item.obj.index for item in self.refused}
+        return [obj for obj in objects if obj.index not in refused]
+
+    def mode(self, spc: str | None) -> str:
+        """The policy's mode when its rule sets one (it wins), else the SPC's, else remove."""
+        return self.policy_mode or spc or DEFAULT_MODE
+
+
+def _policy_of(attestor: Attestor) -> PolicyStore | None:
+    store = getattr(attestor, "policy", None)
+    return store if isinstance(store, PolicyStore) else None
+
+
+async def attest(attestor: Attestor, ctx: MountContext, objects: Sequence[SecretObject]) -> Decision:
+    """Attest the pod; on a rotation, also ask the release policy which held objects it refuses.
+
+    A first mount is attested exactly as before (a refusal fails it). On a rotation the pod is
+    attested without its objects first, so a refusal of the pod itself is told apart from a
+    refusal of some objects; only refusals in :data:`POLICY_DENIALS` (the pod's images) revoke.
+    """
+    store = _policy_of(attestor)
+    if not ctx.current_versions or store is None:
+        return Decision(await attestor.attest(ctx, objects))
+    pod = ctx.pod
+    refusals: dict[int, PermissionDenied]
+    try:
+        identity = await attestor.attest(ctx, [])
+    except PermissionDenied as exc:
+        if reason_of(exc) not in POLICY_DENIALS:
+            raise
+        identity = PodIdentity(pod.namespace, pod.name, pod.uid, pod.service_account)
+        refusals = {obj.index: exc for obj in objects}
+    else:
+        refusals = store.current().refusals(identity.namespace, identity.service_account, objects)
+    refused = tuple(
+        Revoked(obj, Gone.POLICY, gone(refusals[obj.index], Gone.POLICY))
+        for obj in objects
+        if obj.index in refusals
+    )
+    mode = store.current().revocation_for(identity.namespace, identity.service_account)
+    return Decision(identity, refused, mode)
+
+
+def settle(
+    ctx: MountContext, items: Sequence[Fetched | Revoked], mode: str, versioner: Versioner
+) -> tuple[list[Fetched], list[Revocation]]:
+    """Split a fetch into files to return and revocations; a Revoked object the pod does not
+    hold fails the Mount with its backend's error (the first such object, in SPC order).
+
+    When no file would be left, every revoked object is emptied instead of removed: the driver
+    reads a response without files as "the provider wrote them itself" and would keep the old.
+    """
+    held_ids = sorted(ctx.current_versions, key=lambda i: (len(i), i))
+    fetched: list[Fetched] = []
+    found: list[tuple[Revoked, tuple[str, ...]]] = []
+    unheld: list[Revoked] = []
+    for item in items:
+        if isinstance(item, Fetched):
+            fetched.append(item)
+            continue
+        pattern = item.held
+        ids = tuple(i for i in held_ids if pattern.fullmatch(i)) if pattern is not None else ()
+        if not held_ids or (pattern is not None and not ids):
+            unheld.append(item)
+        else:
+            found.append((item, ids))
+    if unheld:
+        raise min(unheld, key=lambda r: r.obj.index).error
+    chosen = mode if fetched else EMPTY
+    revoked = []
+    for r, ids in found:
+        marked = ids or (f"revoked/{r.obj.path}",)
+        new = any(ctx.current_versions.get(i) not in _markers(versioner, i, r.obj.path) for i in marked)
+        revoked.append(Revocation(r.obj, r.reason, chosen, ids, new))
+    return fetched, sorted(revoked, key=lambda r: r.obj.index)
+
+
+def kept(objects: Sequence[SecretObject], revoked: Sequence[Revocation]) -> list[SecretObject]:
+    """The objects still to be served (a revoked one's file is either absent or a placeholder)."""
+    taken = {(r.obj.index, r.obj.name, r.obj.path) for r in revoked}
+    return [obj for obj in objects if (obj.index, obj.name, obj.path) not in taken]
+
+
+def _markers(versioner: Versioner, object_id: str, path: str) -> frozenset[str]:
+    """The versions keygate gives a revoked object's id: a placeholder file's, or a tombstone's."""
+    return frozenset(
+        {
+            versioner.version(object_id, PLACEHOLDER_VERSION, path, b""),
+            versioner.version(object_id, PLACEHOLDER_VERSION, "", b""),
+        }
+    )
+
+
+def _primary(item: Revocation) -> str:
+    return item.ids[0] if item.ids else f"revoked/{item.obj.path}"
+
+
+def placeholders(revoked: Sequence[Revocation]) -> list[Fetched]:
+    """The zero-byte files of objects revoked with ``empty``, under the id the pod held."""
+    return [Fetched(r.obj, _primary(r), b"", PLACEHOLDER_VERSION) for r in revoked if r.mode == EMPTY]
+
+
+def tombstones(
+    revoked: Sequence[Revocation], versioner: Versioner, taken: Iterable[str]
+) -> list[tuple[str, str]]:
+    """Versions without a file for the other ids of revoked objects (all of them when removed).
+
+    The driver sends them back on the next rotation, so an object still gone is still held and
+    stays revoked rather than failing that Mount as a first mount; once it is back it is served.
+    """
+    seen = set(taken)
+    out: list[tuple[str, str]] = []
+    for item in revoked:
+        ids = item.ids or (_primary(item),)
+        for object_id in ids:
+            if object_id in seen or (item.mode == EMPTY and object_id == _primary(item)):
+                continue
+            seen.add(object_id)
+            out.append((object_id, versioner.version(object_id, PLACEHOLDER_VERSION, "", b"")))
+    return out
+
+
+def record(revoked: Sequence[Revocation]) -> list[Revocation]:
+    """Count each new revocation once its Mount has succeeded; returns those (for the audit).
+
+    An object revoked earlier and still gone is withheld again on every rotation, but counted
+    and audited only when it actually left the pod."""
+    new = [item for item in revoked if item.new]
+    for item in new:
+        metrics.record_revocation(item.obj.backend, item.reason.value)
+    return new
