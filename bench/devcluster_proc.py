@@ -2,6 +2,7 @@
 
 Prints one JSON line (url, issuer, CA and token files, a minted pod token) on stdout, then
 serves until stdin closes, so the load generator and the API server do not share a process.
+Each ``hits`` line on stdin is answered with one JSON line: the requests served so far, by route.
 """
 
 from __future__ import annotations
@@ -37,7 +38,9 @@ def main() -> None:
             ),
             flush=True,
         )
-        sys.stdin.read()
+        for line in sys.stdin:
+            if line.strip() == "hits":
+                print(json.dumps(dict(kube.hits)), flush=True)
 
 
 if __name__ == "__main__":
