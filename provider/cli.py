@@ -99,6 +99,12 @@ def _parser() -> argparse.ArgumentParser:
         metavar="PEM",
         help="node public key; check every sealed value can be opened by one of these keys",
     )
+    lint.add_argument(
+        "--policy",
+        metavar="FILE",
+        help="release policy file: report the rule covering each pod, image allowlist refusals, "
+        "the images that need signatures, and unreadable keys or trusted roots",
+    )
     lint.add_argument("--strict", action="store_true", help="treat warnings as errors")
 
     sub.add_parser("version", help="print name and version")
@@ -145,7 +151,12 @@ def _run(args: argparse.Namespace) -> int:
         from provider.lint import main as lint_main
 
         return lint_main(
-            args.spc, args.pod, namespace=args.namespace, recipients=args.recipient, strict=args.strict
+            args.spc,
+            args.pod,
+            namespace=args.namespace,
+            recipients=args.recipient,
+            strict=args.strict,
+            policy=args.policy,
         )
     print(f"{RUNTIME_NAME} {__version__}")
     return ExitCode.OK

@@ -298,6 +298,7 @@ class Linter:
     registry: _LintRegistry = field(default_factory=_LintRegistry)
     missing_extras: set[str] = field(default_factory=set)  # backends used whose SDK is absent
     missing_warnings: int = 0  # exit 3, not 1, even with --strict
+    policy: str | None = None  # release policy file (--policy): rule coverage, allowlists, signatures
     _total: int = 0
 
     def add(self, severity: str, doc: Doc, line: int | None, context: str, message: str) -> None:
@@ -322,6 +323,10 @@ class Linter:
             self.lint_spc(doc, pod_specs)
         for pod_doc, spec_path, spec in pod_specs:
             self.lint_pod(pod_doc, spec_path, spec, spc_docs)
+        if self.policy:
+            from provider.attest.policy_lint import lint_policy
+
+            lint_policy(self, self.policy, pod_specs, self.namespace)
         return self.report
 
     # --- SecretProviderClass ---
@@ -886,11 +891,17 @@ def _strip_where(message: str) -> str:
 
 
 def main(
-    spc_path: str, pod_path: str | None, *, namespace: str | None, recipients: Sequence[str], strict: bool
+    spc_path: str,
+    pod_path: str | None,
+    *,
+    namespace: str | None,
+    recipients: Sequence[str],
+    strict: bool,
+    policy: str | None = None,
 ) -> int:
     """Run lint and print the report. Exit status: 1 on errors (or other warnings with ``strict``),
     else 3 when a used backend's extra is missing (lint could not check everything), else 0."""
-    linter = Linter(namespace=namespace, recipients=recipients)
+    linter = Linter(namespace=namespace, recipients=recipients, policy=policy)
     report = linter.run(spc_path, pod_path)
     print(report.render())
     if report.errors > 0 or (strict and report.warnings > linter.missing_warnings):

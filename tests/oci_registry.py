@@ -10,7 +10,8 @@ API (``push_blob``/``push_manifest``), the way ``crane``/``cosign`` would over t
 
 Faults for the negative cases: ``fail_status`` (answer every request with it), ``delay``
 (seconds before answering), ``oversize`` (pad manifests past keygate's cap), ``blob_override``
-(serve other bytes for a digest). ``hits`` records (method, path) of each request.
+(serve other bytes for a digest), ``blob_redirect`` (answer blob GETs with a 307 to
+``/storage/<digest>`` over ``https`` or ``http``, as registries send clients to blob storage). ``hits`` records (method, path) of each request.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class OCIRegistry:
         self.oversize = 0
         self.blob_override: dict[str, bytes] = {}
         self.referrers_api = True
+        self.blob_redirect = ""  # "https" (to /storage/... on this server, as to blob storage) or "http"
         self.ca_file = workdir / "registry-ca.crt"
 
     @property
@@ -230,6 +232,15 @@ class _Handler(BaseHTTPRequestHandler):
         if reg.fail_status:
             self._error(reg.fail_status, "UNAVAILABLE", "injected failure")
             return
+        if url.path.startswith("/storage/"):
+            data = None
+            for repo in reg.repos.values():
+                data = data or repo.blobs.get(url.path.rsplit("/", 1)[1])
+            if data is None:
+                self._error(404, "BLOB_UNKNOWN", "blob unknown to storage")
+            else:
+                self._send(200, data, {"Content-Type": "application/octet-stream"}, head)
+            return
         if url.path == "/token":
             self._token(parse_qs(url.query))
             return
@@ -260,6 +271,10 @@ class _Handler(BaseHTTPRequestHandler):
                 self._error(404, "NAME_UNKNOWN", "referrers API not supported")
                 return
             self._send(200, reg.referrers_index(name, ref), {"Content-Type": INDEX}, head)
+            return
+        if kind == "blobs" and reg.blob_redirect:
+            scheme = reg.blob_redirect
+            self._send(307, b"", {"Location": f"{scheme}://{reg.host}/storage/{ref}"}, head)
             return
         if kind == "blobs":
             data = reg.blob_override.get(ref, repo.blobs.get(ref))

@@ -547,3 +547,32 @@ def test_weak_or_unsupported_keys_refused(short_tmp: Path, kind: str):
 def test_signatures_need_the_pod(env: Env):
     d = env.daemon(insecure_skip_image_check=True)
     refused(d, env.request(env.pod(images={"app": env.image()})), DENIED, "cannot be verified")
+
+
+def test_cache_ttl_is_bounded(kube):
+    from dataclasses import replace
+
+    from provider.app import build_attestor
+    from provider.config import Config
+    from provider.errors import KeygateError
+    from tests.kubeapi import attest_settings
+
+    config = replace(Config(), **attest_settings(kube), signature_cache_ttl=86401.0)
+    with pytest.raises(KeygateError, match="at most 86400"):
+        build_attestor(config)
+
+
+def test_blob_redirect_to_storage_is_followed(env: Env):
+    d = env.daemon()
+    pod = env.pod(images={"app": env.image()})
+    env.registry.blob_redirect = "https"
+    released(d, env.request(pod))
+    assert any(path.startswith("/storage/") for _, path in env.registry.hits)
+
+
+def test_blob_redirect_to_plain_http_refused(env: Env):
+    d = env.daemon()
+    pod = env.pod(images={"app": env.image()})
+    env.registry.blob_redirect = "http"
+    refused(d, env.request(pod), UNAVAILABLE, "redirected the signature payload to a non-HTTPS URL")
+    assert not any(path.startswith("/storage/") for _, path in env.registry.hits)

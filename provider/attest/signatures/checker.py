@@ -134,6 +134,15 @@ class SignatureChecker:
                         )
             except RegistryFailure as exc:
                 failure = cosign.Failure(exc.reason, exc.message)
+            except Exception as exc:  # noqa: BLE001 - an unforeseen answer refuses; it never crashes the Mount
+                log.warning(
+                    "image signature check failed unexpectedly",
+                    extra={"repository": repository, "error_type": type(exc).__name__},
+                )
+                failure = cosign.Failure(
+                    Denial.SIGNATURE_INVALID,
+                    f"could not be verified ({type(exc).__name__}); see the daemon log",
+                )
             if failure is not None:
                 return Refusal(failure.reason, failure.message, requirement.name)
             self.verified.put(key, True)

@@ -205,7 +205,7 @@ class RegistryClient:
                     Denial.REGISTRY_UNREACHABLE,
                     f"registry {host} did not answer within {self.settings.timeout:g}s",
                 ) from None
-            except httpx2.HTTPError as exc:
+            except (httpx2.HTTPError, httpx2.InvalidURL, OSError, ValueError) as exc:
                 cause = exc.__context__ or exc.__cause__
                 tls = (
                     isinstance(cause, ssl.SSLError)
