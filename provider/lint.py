@@ -26,6 +26,7 @@ from provider.domain import SecretObject
 from provider.errors import BackendUnavailable, InvalidSPC, KeygateError
 from provider.exit_codes import ExitCode
 from provider.files import PathClaims, parse_mode
+from providers.common import selectors
 from providers.common.schema import Collect, Schema
 from providers.registry import MissingExtra, Registry, builtin_schemas, check_extra, extra_for_module
 
@@ -506,6 +507,9 @@ class Linter:
                 continue
             self._unknown_fields(doc, where, loc, obj.spec, obj.backend, all_fields)
             self._mode_notes(doc, where, loc, obj)
+            note = selectors.lint_note(obj)
+            if note is not None:
+                self.add("info", doc, loc.line(), where, note)
             if obj.path in paths:
                 first, first_loc = paths[obj.path]
                 at = f" (line {first_loc.line()})" if first_loc.line() else ""

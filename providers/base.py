@@ -31,6 +31,14 @@ class Backend(Protocol):
 
     ``schema`` is the backend's declared SPC vocabulary, or None for a plugin that checks
     everything itself in ``validate``.
+
+    Optional: ``async def expand(objects, ctx) -> list[SecretObject]`` for backends that support
+    prefix mounts (an object with a ``selector``, :mod:`providers.common.selectors`). The daemon
+    calls it after attestation and before ``fetch`` with that backend's selector objects; it lists
+    upstream with the pod's credentials and returns the concrete objects (built with
+    :class:`providers.common.selectors.Expansion`, each keeping its selector's ``index``), which
+    the daemon checks against the schema and the release policy before fetching them. It must
+    not read secret values. A backend without it refuses selectors with a clear error.
     """
 
     name: ClassVar[str]

@@ -233,3 +233,25 @@ def check_counts(selector: SecretObject, expanded: Sequence[SecretObject], maxim
             f"{where(selector)}: the selector matches {len(expanded)} objects, more than this "
             f"daemon's maximum {maximum} (selector_max_objects); narrow the prefix or filters"
         )
+
+
+def lint_note(obj: SecretObject) -> str | None:
+    """What ``keygate lint`` says about a selector offline: its limits and file names (listing
+    needs the pod's credentials, which lint does not have)."""
+    raw = obj.spec.get(FIELD)
+    if not isinstance(raw, Mapping):
+        return None
+    prefix = next(
+        (obj.spec[k] for k in ("secretPath", "resourceName") if isinstance(obj.spec.get(k), str)), obj.name
+    )
+    try:
+        depth = _whole(raw.get("depth"), "depth", 1, MAX_DEPTH, DEFAULT_DEPTH)
+        limit = _whole(raw.get("limit"), "limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
+    except InvalidSPC:
+        return None
+    levels = "one level" if depth == 1 else f"up to {depth} levels"
+    return (
+        f"selector: expands at Mount time, with the pod's credentials, to the objects below {prefix!r} "
+        f"({levels}, at most {limit}; the daemon's selector_max_objects caps it); files: "
+        f"{obj.path}/<name below the prefix>; lint cannot list them offline"
+    )
