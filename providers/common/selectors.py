@@ -30,7 +30,6 @@ DEFAULT_DEPTH = 1
 MAX_DEPTH = 10
 MAX_FILTERS = 16
 MAX_FILTER_CHARS = 256
-KEYS = ("depth", "limit", "tags", "labels")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +39,6 @@ class Selector:
     depth: int = DEFAULT_DEPTH
     limit: int = DEFAULT_LIMIT
     filters: tuple[tuple[str, str], ...] = ()
-
-    def describe(self) -> str:
-        depth = "one level" if self.depth == 1 else f"up to {self.depth} levels"
-        filters = ", ".join(f"{k}={v}" for k, v in self.filters)
-        return f"{depth}, at most {self.limit} objects" + (f", only {filters}" if filters else "")
 
 
 def spec(filters: str, doc: str) -> Spec:
@@ -143,11 +137,6 @@ def rule(filters: str, refused: Sequence[str], extra: Rule | None = None) -> Rul
     return check
 
 
-def example_file(obj: SecretObject, sample: str = "<name below the prefix>") -> str:
-    """What an expanded file's path looks like, for lint."""
-    return f"{obj.path}/{sample}"
-
-
 class Expansion:
     """The objects one selector expands to, built one upstream name at a time.
 
@@ -167,9 +156,6 @@ class Expansion:
 
     def within_depth(self, relative: str) -> bool:
         return relative.count("/") + 1 <= self.selector.depth
-
-    def full(self) -> bool:
-        return len(self.objects) >= self.selector.limit
 
     def check_name(self, relative: str, upstream: str) -> None:
         """Refuse an upstream name (or folder) that is not already a clean relative path."""

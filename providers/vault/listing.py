@@ -13,7 +13,7 @@ from functools import partial
 from typing import TYPE_CHECKING
 
 from provider.domain import FetchContext, SecretObject
-from provider.errors import BackendUnavailable, PermissionDenied, ResourceExhausted
+from provider.errors import BackendUnavailable, InvalidSPC, PermissionDenied, ResourceExhausted
 from providers.common import selectors
 from providers.common.runtime import gather_all
 from providers.common.tokens import pod_token
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from providers.vault.backend import VaultBackend
 
 MAX_KEYS = 10 * selectors.MAX_LIMIT
+URL_SPECIAL = "?#%"
 
 
 def list_keys(http: VaultHTTP, params: VaultParams, session: Session, path: str) -> list[str]:
@@ -98,6 +99,11 @@ async def _one(
         keys: list[str] = await backend._call(params, ctx, partial(list_keys, http, params, session, path))
         for key in sorted(keys):
             relative = folder + key
+            if any(c in key for c in URL_SPECIAL):
+                raise InvalidSPC(
+                    f"{selectors.where(obj)}: Vault key {key[:120]!r} below {list_root!r} contains one of "
+                    f"{URL_SPECIAL!r}, which keygate does not put in a request path; rename it in Vault"
+                )
             if key.endswith("/"):
                 expansion.check_name(relative.rstrip("/"), f"{list_root}/{relative}")
                 if level < selector.depth:
