@@ -128,7 +128,7 @@ def test_repository_outside_allowlist(tmp_path: Path, capsys):
 
 
 def test_commented_example_in_the_manifest_parses(tmp_path: Path):
-    """The example in daemonset/release-policy.yaml, uncommented, is a valid policy."""
+    """The signatures example in daemonset/release-policy.yaml, uncommented, is a valid rule part."""
     pytest.importorskip("sigstore")
     import yaml
 
@@ -138,10 +138,10 @@ def test_commented_example_in_the_manifest_parses(tmp_path: Path):
     root = Path(__file__).resolve().parents[1]
     text = yaml.safe_load((root / "daemonset" / "release-policy.yaml").read_text())["data"]["policy.yaml"]
     lines = text.splitlines()
-    start = next(i for i, line in enumerate(lines) if line.startswith("# Example")) + 1
-    example = "\n".join(line[2:] for line in lines[start:] if line.startswith("# ")).replace(
-        "<64 hex>", "0" * 64
-    )
+    start = next(i for i, line in enumerate(lines) if line.startswith("#   signatures:"))
+    end = next(i for i in range(start, len(lines)) if lines[i].strip() == "#")
+    snippet = "\n".join("    " + line[1:] for line in lines[start:end])
+    example = f"rules:\n- name: signed\n  namespaces: [payments]\n  images:\n{snippet}\n"
     CosignKey.generate().write_public(tmp_path / "cosign.pub")
     FakeSigstore().write_trusted_root(tmp_path / "trusted_root.json")
     policy = parse_policy(example, str(tmp_path / "policy.yaml"))
