@@ -19,8 +19,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from provider import metrics
+from provider.attest import InsecureTrustAttributes
 from provider.domain import FetchContext, SecretObject
-from provider.errors import BackendUnavailable, InvalidSPC, KeygateError
+from provider.errors import BackendUnavailable, InvalidSPC, KeygateError, PermissionDenied
 from provider.spc import MAX_OBJECTS, check_objects
 from providers.common.runtime import gather_all
 from providers.common.schema import FirstError
@@ -76,6 +77,11 @@ async def expand_selectors(
     recheck = getattr(attestor, "check_release", None)
     if recheck is not None:
         recheck(ctx.pod, expanded)
+    elif not isinstance(attestor, InsecureTrustAttributes) and expanded:
+        raise PermissionDenied(
+            "this daemon's attestor cannot check expanded objects against the release policy "
+            "(no check_release), so selectors are refused; list the objects one by one"
+        )
     return out
 
 
