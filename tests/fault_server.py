@@ -57,12 +57,14 @@ class Rule:
 class Faults:
     """Fault rules, what they matched, and the sending of a misbehaving answer.
 
-    ``requests`` counts every request by route; ``trickling`` / ``cut`` count trickled answers
-    still being sent and those the client hung up on (so a test can see a worker was freed).
+    ``requests`` counts every request by route and ``arrivals`` notes when each came
+    (``time.monotonic()``, route); ``trickling`` / ``cut`` count trickled answers still being sent
+    and those the client hung up on (so a test can see a worker was freed).
     """
 
     rules: list[Rule] = field(default_factory=list)
     requests: Counter[str] = field(default_factory=Counter)
+    arrivals: list[tuple[float, str]] = field(default_factory=list)
     trickling: int = 0
     cut: int = 0
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -80,6 +82,7 @@ class Faults:
         with self._lock:
             self.rules.clear()
             self.requests.clear()
+            self.arrivals.clear()
 
     def count(self, prefix: str) -> int:
         """Requests seen whose route starts with ``prefix``."""
@@ -93,6 +96,7 @@ class Faults:
     def match(self, route: str, body: bytes = b"") -> Rule | None:
         with self._lock:
             self.requests[route] += 1
+            self.arrivals.append((time.monotonic(), route))
             for rule in self.rules:
                 if not route.startswith(rule.prefix) or rule.contains.encode() not in body:
                     continue

@@ -259,7 +259,7 @@ def test_bulkhead_a_hung_secret_manager_does_not_slow_sealed_or_azure_mounts(
     vault = azure.vault()
     azure.fake.add_secret(vault, "db", "azure-value")
     backends = {"gcp": settings(gcp, auth_proxy), "azure": azure.settings()}
-    d = start_daemon(mount_timeout=3.0, backends=backends)
+    d = start_daemon(mount_timeout=3.0, backends=backends, shared_reads=False)  # each read reaches the hang
     az_params = spc(vault, [{"objectName": "db", "objectType": "secret"}])
     assert timed_mount(d, az_params, azure.pod())[0] == {"db": b"azure-value"}  # warm: one token
     assert timed_mount(d, params(), gcp.pod())[0] == GOOD  # warm: the token is cached

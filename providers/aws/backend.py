@@ -31,9 +31,11 @@ from providers.aws.client import AWSClients, Value
 from providers.aws.params import SCHEMA, SECRETS_MANAGER, Plan, Target, fill_region, plan
 from providers.aws.region import NodeRegion
 from providers.common.ids import unique_ids
+from providers.common.rate_limit import RateLimits
 from providers.common.revoked import settle
 from providers.common.runtime import WorkerPool, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
+from providers.common.shared_reads import SharedReads, identity
 
 log = logging.getLogger("keygate.aws")
 
@@ -61,6 +63,8 @@ class AWSBackend:
         self.clients = AWSClients(settings, self._pool, workers, self.stats)
         self._credentials = self.clients.credentials
         self.node_region = NodeRegion(settings)
+        self.limits = RateLimits.from_settings(self.name, settings)
+        self.shared: SharedReads[list[Value]] = SharedReads.from_settings(self.name, settings)
 
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
         return None
@@ -70,6 +74,9 @@ class AWSBackend:
         target0 = targets[0][0]
         service = SERVICE_BY_TYPE[target0.object_type]
 
+        endpoint = self.clients.endpoint(target0.region) or ""
+        gate = self.limits.gate((service, target0.region, endpoint))
+
         async def attempt() -> list[Value]:
             client = await self.clients.client(service, target0.region, who)
             if target0.object_type == SECRETS_MANAGER:
@@ -77,7 +84,18 @@ class AWSBackend:
                 return [await self._pool.run(lambda: self.clients.get_secret(client, plans[0], target))]
             return await self._pool.run(lambda: self.clients.get_parameters(client, targets))
 
-        return await with_retries(attempt, ctx)
+        key = (service, target0.region, endpoint, self._reader(who, ctx), tuple(t for t, _ in targets))
+        return await self.shared.read(key, lambda: with_retries(attempt, ctx, gate=gate), ctx)
+
+    def _reader(self, who: Auth, ctx: FetchContext) -> tuple[str, ...]:
+        """The shared-read identity: the IAM role and service account (IRSA), the pod (Pod Identity
+        tags its sessions with the pod's name), or the static keys' digest."""
+        if who.kind == "web":
+            verified = self.shared.verified
+            return (who.kind, who.role_arn, *identity(ctx, verified=verified, token=who.token))
+        if who.kind == "pod-identity" and not self.shared.verified and who.pod_identity is not None:
+            return (*who.cache_key, *identity(ctx, verified=False, token=who.pod_identity.token))
+        return who.cache_key
 
     async def _read_with_failover(
         self, group: objects.Unit, who: Auth, ctx: FetchContext
@@ -158,6 +176,7 @@ class AWSBackend:
 
     async def close(self) -> None:
         self._pool.close()
+        self.shared.clear()
         self.clients.clear()
         await self.node_region.aclose()
 

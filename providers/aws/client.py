@@ -30,6 +30,7 @@ from providers.aws.auth import Auth, Credentials
 from providers.aws.params import Plan, Target
 from providers.aws.pod_identity import PodIdentityAgent
 from providers.common.errors import is_retryable
+from providers.common.rate_limit import parse_retry_after
 from providers.common.runtime import ClientCache, Retryable, WorkerPool
 
 STATIC_LIFETIME = 3600.0
@@ -99,6 +100,13 @@ def _error_code(exc: Exception) -> tuple[str, int]:
     return code, status
 
 
+def _header(exc: Exception, name: str) -> str | None:
+    response = getattr(exc, "response", None) or {}
+    headers = response.get("ResponseMetadata", {}).get("HTTPHeaders") or {}
+    value = headers.get(name) if isinstance(headers, dict) else None
+    return value if isinstance(value, str) else None
+
+
 def translate_error(exc: Exception, what: str, region: str) -> KeygateError:
     """A botocore exception as a secret-free KeygateError; Retryable for throttling/faults.
 
@@ -134,10 +142,12 @@ def translate_error(exc: Exception, what: str, region: str) -> KeygateError:
         )
     if code in UNAUTHENTICATED:
         return Unauthenticated(f"{what}: AWS rejected the credentials in {region} ({code})")
+    retry_after = parse_retry_after(_header(exc, "retry-after"))
     if code in THROTTLED or status == 429:
-        return Retryable(f"{what}: throttled by AWS in {region} ({code})")
+        message = f"{what}: throttled by AWS in {region} ({code})"
+        return Retryable(message, retry_after=retry_after, throttled=True)
     if code in TRANSIENT or is_retryable(status):
-        return Retryable(f"{what}: AWS error in {region} ({code or status})")
+        return Retryable(f"{what}: AWS error in {region} ({code or status})", retry_after=retry_after)
     if code in BAD_REQUEST:
         return InvalidSPC(f"{what}: AWS refused the request in {region} ({code})")
     return KeygateError(f"{what}: AWS returned {code or status} in {region}", code=Code.BACKEND_UNAVAILABLE)
@@ -196,6 +206,10 @@ class AWSClients:
 
     def _endpoint(self, region: str) -> str | None:
         return self.region_endpoint_urls.get(region) or self.endpoint_url
+
+    def endpoint(self, region: str) -> str | None:
+        """The endpoint URL override for ``region``, if any (None: AWS's own endpoint)."""
+        return self._endpoint(region)
 
     def _sts_endpoint(self, region: str) -> str | None:
         return self.sts_endpoint_url or self._endpoint(region)

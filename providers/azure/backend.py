@@ -38,9 +38,12 @@ from providers.azure import auth, client
 from providers.azure.client import Clients, KeyVault, Target
 from providers.azure.params import CLOUDS, SCHEMA
 from providers.common.ids import file_of, unique_ids
+from providers.common.rate_limit import RateLimits
 from providers.common.revoked import id_pattern, settle
 from providers.common.runtime import WorkerPool, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
+from providers.common.shared_reads import SharedReads, identity
+from providers.common.tokens import pod_token
 
 T = TypeVar("T")
 DEFAULT_URL_TEMPLATE = "https://{vault}.{dns_suffix}"
@@ -66,6 +69,8 @@ class AzureBackend:
         self._audience = str(settings.get("token_audience") or auth.DEFAULT_AUDIENCE)
         self._pool = WorkerPool(self.name, int(settings.get("workers") or 16))
         self._kv = KeyVault(settings)
+        self.limits = RateLimits.from_settings(self.name, settings)
+        self.shared: SharedReads[Any] = SharedReads.from_settings(self.name, settings)
         sdk_level = str(settings.get("sdk_log_level") or "warning").upper()
         for logger_name in ("azure", "msal"):
             logging.getLogger(logger_name).setLevel(sdk_level)
@@ -127,10 +132,20 @@ class AzureBackend:
         version = fields.text("objectVersion")
         base_id = self._base_id(obj, target)
         history = fields.number("objectVersionHistory")
+        share = (
+            target.vault_url,
+            self._reader(clients, ctx),
+            object_type,
+            obj.name,
+            obj.str_field("objectFormat"),
+            obj.str_field("objectEncoding"),
+        )
         if history <= 1:
-            value = await self._call(ctx, partial(client.get, obj, target, clients, version))
+            get = partial(client.get, obj, target, clients, version)
+            value = await self._call(ctx, get, (*share, version))
             return [Fetched(obj, base_id, value.contents, value.version)]
-        versions = await self._call(ctx, partial(client.versions, obj, target, clients))
+        listing = partial(client.versions, obj, target, clients)
+        versions = await self._call(ctx, listing, (*share, "versions"))
         if version:
             if version not in versions:
                 missing = SecretNotFound(
@@ -141,19 +156,31 @@ class AzureBackend:
             versions = versions[versions.index(version) :]
         chosen = versions[:history]
         values = await gather_all(
-            [self._call(ctx, partial(client.get, obj, target, clients, v)) for v in chosen]
+            [self._call(ctx, partial(client.get, obj, target, clients, v), (*share, v)) for v in chosen]
         )
         return [
             Fetched(obj, f"{base_id}/{i}", value.contents, value.version, f"{obj.path}/{i}")
             for i, value in enumerate(values)
         ]
 
-    async def _call(self, ctx: FetchContext, fn: Callable[[Mapping[str, Any]], T]) -> T:
-        """Run one blocking SDK call on the pool, retried on throttling within the deadline.
+    def _reader(self, clients: Clients, ctx: FetchContext) -> tuple[str, ...]:
+        """The shared-read identity: a workload identity's federated credential is granted per
+        service account (its key without the pod), the node's or static identities are theirs."""
+        if clients.key[:1] == ("workload",):
+            token = pod_token(ctx, [self._audience])
+            return (*clients.key[:5], *identity(ctx, verified=self.shared.verified, token=token))
+        return clients.key
+
+    async def _call(
+        self, ctx: FetchContext, fn: Callable[[Mapping[str, Any]], T], share: tuple[Any, ...]
+    ) -> T:
+        """Run one blocking SDK call on the pool, retried on throttling within the deadline,
+        shared with identical reads of other Mounts (``share`` is its key, vault URL first).
 
         ``fn`` gets per-request timeouts capped at the time left, so a vault that never answers
         frees the worker thread at the mount deadline rather than after ``request_timeout``.
         """
+        gate = self.limits.gate(share[0])
 
         async def attempt() -> T:
             left = ctx.remaining()
@@ -163,7 +190,8 @@ class AzureBackend:
             }
             return await self._pool.run(lambda: fn(limits))
 
-        return await with_retries(attempt, ctx)
+        result: T = await self.shared.read(share, lambda: with_retries(attempt, ctx, gate=gate), ctx)
+        return result
 
     async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
         """Selectors to the secrets they list (:mod:`providers.azure.listing`)."""
@@ -172,5 +200,6 @@ class AzureBackend:
         return await listing.expand(self, objs, ctx)
 
     async def close(self) -> None:
+        self.shared.clear()
         self._kv.close()
         self._pool.close()

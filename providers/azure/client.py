@@ -47,6 +47,7 @@ from providers.azure.sdk import (
 )
 from providers.common.encoding import decode
 from providers.common.errors import is_retryable
+from providers.common.rate_limit import parse_retry_after
 from providers.common.runtime import ClientCache, Retryable
 
 log = logging.getLogger("keygate.azure")
@@ -320,7 +321,10 @@ def _map_error(exc: Exception, obj: SecretObject, target: Target, what: str) -> 
             )
             return gone(denied, Gone.FORBIDDEN)
         if is_retryable(status):
-            return Retryable(f"{where}: Key Vault answered {status}")
+            headers = getattr(exc.response, "headers", None) or {}
+            wait = parse_retry_after(headers.get("Retry-After"))
+            throttled = status == 429
+            return Retryable(f"{where}: Key Vault answered {status}", retry_after=wait, throttled=throttled)
         return BackendUnavailable(f"{where}: Key Vault answered {status}")
     if isinstance(exc, ServiceRequestError | ServiceResponseError):
         return Retryable(f"{where}: cannot reach Key Vault ({type(exc).__name__})")

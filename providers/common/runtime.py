@@ -18,6 +18,7 @@ from typing import Any, Generic, TypeVar
 from provider.bounded_cache import BoundedCache, approx_size
 from provider.domain import FetchContext
 from provider.errors import BackendUnavailable, DeadlineExceeded, KeygateError
+from providers.common.rate_limit import Gate
 
 T = TypeVar("T")
 
@@ -86,31 +87,61 @@ class RetryPolicy:
 
 
 class Retryable(KeygateError):
-    """Raised by a backend's call wrapper for throttling or transient faults worth retrying."""
+    """Raised by a backend's call wrapper for throttling or transient faults worth retrying.
+
+    ``throttled`` marks the backend's "slow down" answers (429, throttling error codes);
+    ``retry_after`` is the wait it asked for (``Retry-After``), in seconds, if any.
+    """
 
     code = BackendUnavailable.code
 
+    def __init__(self, message: str, *, retry_after: float | None = None, throttled: bool = False) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+        self.throttled = throttled or retry_after is not None
+
 
 async def with_retries(
-    call: Callable[[], Awaitable[T]], ctx: FetchContext, policy: RetryPolicy = RetryPolicy()
+    call: Callable[[], Awaitable[T]],
+    ctx: FetchContext,
+    policy: RetryPolicy = RetryPolicy(),
+    *,
+    gate: Gate | None = None,
 ) -> T:
     """Await ``call`` until it succeeds, raises a non-retryable error, or time/attempts run out.
 
-    The last :class:`Retryable` is re-raised as BackendUnavailable with its message.
+    Each attempt first waits for a slot of the endpoint's rate limit (``gate``). A throttling
+    answer's ``Retry-After`` pauses the endpoint for every Mount (through the gate) and is the
+    least this call waits before its next attempt, plus jitter; a wait that would pass the
+    deadline fails at once. The last :class:`Retryable` is re-raised as BackendUnavailable.
     """
     last: Retryable | None = None
     for attempt in range(policy.attempts):
+        if gate is not None:
+            await gate.acquire(ctx)
         try:
             return await asyncio.wait_for(call(), timeout=ctx.remaining())
         except Retryable as exc:
             last = exc
         except TimeoutError:
             raise DeadlineExceeded("the backend did not answer before the mount deadline") from None
-        pause = policy.delay(attempt)
-        if attempt + 1 < policy.attempts and pause < ctx.remaining():
-            await asyncio.sleep(pause)
-        else:
+        if last.throttled and gate is not None:
+            gate.throttled(last.retry_after)
+        if attempt + 1 >= policy.attempts:
             break
+        pause = policy.delay(attempt)
+        left = ctx.remaining()
+        if last.retry_after is not None:
+            if last.retry_after >= left:
+                raise BackendUnavailable(
+                    f"{last.message}; it asked to wait {last.retry_after:g}s (Retry-After), more than the "
+                    f"{left:.1f}s left before the mount deadline (after {attempt + 1} attempts)"
+                )
+            if gate is None:
+                pause += last.retry_after
+        if pause >= left:
+            break
+        await asyncio.sleep(pause)
     assert last is not None
     raise BackendUnavailable(f"{last.message} (after {attempt + 1} attempts)")
 

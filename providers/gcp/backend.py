@@ -27,9 +27,11 @@ from typing import Any, ClassVar
 from provider.domain import FetchContext, Fetched, Revoked, SecretObject
 from provider.errors import KeygateError, Unauthenticated
 from providers.common.ids import unique_ids
+from providers.common.rate_limit import RUNTIME_KEY, RateLimits
 from providers.common.revoked import id_pattern, settle
 from providers.common.runtime import ClientCache, WorkerPool, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
+from providers.common.shared_reads import SharedReads, identity
 from providers.gcp import objects
 from providers.gcp.auth import Identities
 from providers.gcp.client import ParameterManager, Read, SecretManager, map_error
@@ -50,8 +52,11 @@ class GCPBackend:
     schema: ClassVar[Schema | None] = SCHEMA
 
     def __init__(self, settings: Mapping[str, Any]) -> None:
-        self.settings = GCPSettings.from_mapping(settings)
-        self._raw_settings = {**DEFAULTS, **settings}
+        own = {k: v for k, v in settings.items() if k != RUNTIME_KEY}
+        self.settings = GCPSettings.from_mapping(own)
+        self._raw_settings = {**DEFAULTS, **own}
+        self.limits = RateLimits.from_settings(self.name, settings)
+        self.shared: SharedReads[Read] = SharedReads.from_settings(self.name, settings)
         self._pool = WorkerPool("gcp", self.settings.workers)
         self._tokens: ClientCache[tuple[str, ...], Token] = ClientCache()
         self._identities = Identities(self.settings)
@@ -110,7 +115,18 @@ class GCPBackend:
             )
             return read
 
-        return await with_retries(attempt, ctx)
+        gate = self.limits.gate(endpoint)
+        key = (endpoint, self._reader(auth, ctx), name, target.parameter)
+        return await self.shared.read(key, lambda: with_retries(attempt, ctx, gate=gate), ctx)
+
+    def _reader(self, auth: TokenSource, ctx: FetchContext) -> tuple[str, ...]:
+        """The shared-read identity: for the pod's workload identity its audience, impersonated
+        account and service account (the key without the pod); else the chosen identity."""
+        if auth.kind == "pod-adc":
+            _, audience, _, _, _, gsa, chain, digest = auth.key
+            who = identity(ctx, verified=self.shared.verified, token=digest)
+            return ("pod-adc", audience, gsa, chain, *who)
+        return auth.key
 
     async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
         """Selectors to the secrets they list (:mod:`providers.gcp.listing`)."""
@@ -143,6 +159,7 @@ class GCPBackend:
         return await self._tokens.get(auth.key, factory)
 
     async def close(self) -> None:
+        self.shared.clear()
         self._tokens.clear()
         self._sm.close()
         self._pm.close()

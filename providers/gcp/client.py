@@ -155,7 +155,9 @@ def map_error(
     if isinstance(exc, gexc.InvalidArgument):
         return InvalidSPC(f"GCP rejected the resource name {name} as invalid")
     if isinstance(exc, gexc.ResourceExhausted | gexc.ServiceUnavailable | gexc.DeadlineExceeded):
-        return Retryable(f"GCP {service} at {endpoint} is busy or unavailable reading {name}")
+        throttled = isinstance(exc, gexc.ResourceExhausted)
+        message = f"GCP {service} at {endpoint} is busy or unavailable reading {name}"
+        return Retryable(message, throttled=throttled)
     if isinstance(exc, gexc.GoogleAPICallError):
         status = getattr(exc, "grpc_status_code", None) or exc.code
         code = getattr(status, "name", None) or type(exc).__name__

@@ -17,7 +17,6 @@ import asyncio
 import functools
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -25,10 +24,12 @@ from typing import Any, ClassVar
 from provider.domain import FetchContext, Fetched, SecretObject
 from provider.errors import KeygateError, PermissionDenied
 from providers.common.ids import unique_ids
+from providers.common.rate_limit import RateLimits
 from providers.common.runtime import ClientCache, KeyedPools, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
+from providers.common.shared_reads import SharedReads, identity
 from providers.common.tokens import pod_token
-from providers.vault import auth, objects
+from providers.vault import auth, leases, objects
 from providers.vault.client import Forbidden, Read, Result, Session, VaultHTTP
 from providers.vault.params import AUTH_METHODS, DEFAULT_AUDIENCE, DYNAMIC_MODES, SCHEMA, VaultParams
 from providers.vault.response_json import StableRequestIds
@@ -59,7 +60,9 @@ class VaultBackend:
         self._http = VaultHTTP(float(settings.get("request_timeout", 10.0)), workers, self._count)
         self._pools = KeyedPools("vault", workers)
         self._tokens: ClientCache[tuple[Any, ...], Session] = ClientCache(margin=0.0)
-        self._leases: dict[tuple[Any, ...], Result] = {}
+        self._leases = leases.Leases(MAX_CACHED)
+        self.limits = RateLimits.from_settings(self.name, settings)
+        self.shared: SharedReads[Result] = SharedReads.from_settings(self.name, settings)
         self._kv2_prefix: dict[tuple[Any, ...], str | None] = {}
         self._request_ids = StableRequestIds(MAX_CACHED)
 
@@ -114,11 +117,55 @@ class VaultBackend:
     async def _read(
         self, params: VaultParams, ctx: FetchContext, jwt: str, token_key: tuple[Any, ...], read: Read
     ) -> Result:
-        lease_key = (token_key, read)
-        cached = self._leases.get(lease_key)
-        if cached is not None and params.dynamic == "reuse" and time.monotonic() < cached.reuse_until:
-            self._count("lease_reuses")
-            return cached
+        """One read: a dynamic secret still mostly valid (renewed if its lease allows), else a
+        read shared with identical ones of other Mounts (:mod:`providers.common.shared_reads`)."""
+        verified = self.shared.verified
+        reader = (
+            params.endpoint,
+            params.auth_method,
+            params.auth_mount,
+            params.role,
+            params.audience,
+            params.dynamic,
+            *identity(ctx, verified=verified, token=jwt, per_pod=params.auth_method == "jwt"),
+        )
+        lease_key = (*reader, *identity(ctx, verified=verified, token=jwt, per_pod=True), read)
+        if params.dynamic == "reuse":
+            kept = await self._leases.current(
+                lease_key, lambda lease_id: self._renew(params, ctx, jwt, token_key, lease_id)
+            )
+            if kept is not None:
+                self._count("lease_reuses")
+                return kept
+        result = await self.shared.read(
+            (*reader, read),
+            lambda: self._read_fresh(params, ctx, jwt, token_key, read),
+            ctx,
+            owner=ctx.pod.uid,
+            private=lambda got: got.dynamic,
+        )
+        if result.dynamic and params.dynamic == "reuse":
+            self._leases.keep(lease_key, result)
+        return result
+
+    async def _renew(
+        self, params: VaultParams, ctx: FetchContext, jwt: str, token_key: tuple[Any, ...], lease_id: str
+    ) -> tuple[int, Any]:
+        """``sys/leases/renew`` with the pod's token (Vault's default policy allows it)."""
+        session = await self._session(params, ctx, jwt, token_key)
+        body = {"lease_id": lease_id}
+        what = "renewing a lease"
+        answer: tuple[int, Any] = await self._call(
+            params,
+            ctx,
+            lambda: self._http.send(params, "PUT", "sys/leases/renew", what, token=session.token, body=body),
+        )
+        self._count("lease_renewals")
+        return answer
+
+    async def _read_fresh(
+        self, params: VaultParams, ctx: FetchContext, jwt: str, token_key: tuple[Any, ...], read: Read
+    ) -> Result:
         session = await self._session(params, ctx, jwt, token_key)
         path = await self._kv_path(params, ctx, session, read)
         try:
@@ -138,18 +185,7 @@ class VaultBackend:
                     f"{params.where}: role {params.role!r} may not {read.method} {read.path!r} "
                     "(403 permission denied); grant it in the role's policies"
                 ) from None
-        if result.dynamic and params.dynamic == "reuse" and result.reuse_until > time.monotonic():
-            if len(self._leases) > MAX_CACHED:
-                self._prune_leases()
-            self._leases[lease_key] = result
         return result
-
-    def _prune_leases(self) -> None:
-        now = time.monotonic()
-        for key in [k for k, v in self._leases.items() if v.reuse_until <= now]:
-            self._leases.pop(key, None)
-        while len(self._leases) > MAX_CACHED:
-            self._leases.pop(next(iter(self._leases)))
 
     async def _kv_path(self, params: VaultParams, ctx: FetchContext, session: Session, read: Read) -> str:
         """The path to request: ``secret/x`` on a kv-v2 mount becomes ``secret/data/x``.
@@ -189,11 +225,12 @@ class VaultBackend:
                 raise
 
         call: Callable[[], Awaitable[Any]] = attempt
-        return await with_retries(call, ctx)
+        return await with_retries(call, ctx, gate=self.limits.gate(params.address))
 
     async def close(self) -> None:
         self._http.close()
         self._tokens.clear()
         self._leases.clear()
+        self.shared.clear()
         self._request_ids.clear()
         self._pools.close()

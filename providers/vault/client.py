@@ -25,6 +25,7 @@ from provider.errors import (
     Unauthenticated,
 )
 from providers.common.errors import is_retryable
+from providers.common.rate_limit import parse_retry_after
 from providers.common.runtime import Pooled, Retryable
 from providers.vault.params import TLSConfig, VaultParams
 from providers.vault.transport import AbortableAdapter, Exchange, TLSAdapter, broke_off, tls_reason
@@ -180,7 +181,11 @@ class VaultHTTP:
         if status == 503 and "sealed" in errors.lower():
             raise BackendUnavailable(f"{params.where} is sealed (while {what}); unseal it and retry")
         if is_retryable(status):
-            raise Retryable(f"{params.where} answered {status} while {what}: {errors or 'no detail'}")
+            raise Retryable(
+                f"{params.where} answered {status} while {what}: {errors or 'no detail'}",
+                retry_after=parse_retry_after(response.headers.get("Retry-After")),
+                throttled=status == 429,
+            )
         return status, errors
 
     def login(self, params: VaultParams, jwt: str) -> Session:
