@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from provider import revocation
 from provider import spc as spc_mod
 from provider.attest.images import parse_image, pin_hint, reference_problem
 from provider.domain import SecretObject
@@ -35,7 +36,7 @@ API_VERSION = f"{API_GROUP}/v1"
 DRIVER = "secrets-store.csi.k8s.io"
 PROVIDER = "keygate"
 
-COMMON_PARAMETERS = frozenset({"objects", "backend"})
+COMMON_PARAMETERS = frozenset({"objects", "backend", revocation.PARAMETER})
 COMMON_FIELDS = frozenset(
     {"objectName", "objectAlias", "fileName", "path", "filePermission", "mode", "backend"}
 )
@@ -420,6 +421,11 @@ class Linter:
         used = {obj.backend for obj, _ in objects or []}
         for key in params:
             line = doc.key_line("spec", "parameters", key)
+            if key == revocation.PARAMETER:
+                try:
+                    revocation.spc_mode(params)
+                except InvalidSPC as exc:
+                    self.add("error", doc, line, ctx, exc.message)
             if key in COMMON_PARAMETERS:
                 continue
             if key not in owners:

@@ -37,8 +37,18 @@ DEFAULT_MODE = REMOVE
 PLACEHOLDER_VERSION = "revoked"
 
 # Refusals that come after the token and the Pod were verified: the policy saying no to a pod
-# that is who it claims to be (everything else is an attestation failure and fails the Mount).
-POLICY_DENIALS = frozenset({Denial.IMAGE_NOT_ALLOWED, Denial.IMAGE_UNPINNED})
+# that is who it claims to be. Everything else (token, Pod, API, registry unreachable, a
+# certificate that may only have expired) is an attestation failure and fails the Mount.
+POLICY_DENIALS = frozenset(
+    {
+        Denial.IMAGE_NOT_ALLOWED,
+        Denial.IMAGE_UNPINNED,
+        Denial.SIGNATURE_MISSING,
+        Denial.SIGNATURE_INVALID,
+        Denial.SIGNATURE_DIGEST_MISMATCH,
+        Denial.SIGNATURE_IDENTITY_MISMATCH,
+    }
+)
 
 
 def spc_mode(parameters: Mapping[str, str]) -> str | None:

@@ -21,15 +21,16 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
 
-from provider.domain import FetchContext, Fetched, SecretObject
+from provider.domain import FetchContext, Fetched, Revoked, SecretObject
 from provider.errors import KeygateError, PermissionDenied
 from providers.common.ids import unique_ids
 from providers.common.rate_limit import RateLimits
+from providers.common.revoked import settle
 from providers.common.runtime import ClientCache, KeyedPools, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
 from providers.common.shared_reads import SharedReads, identity
 from providers.common.tokens import pod_token
-from providers.vault import auth, leases, objects
+from providers.vault import auth, gone, leases, objects
 from providers.vault.client import Forbidden, Read, Result, Session, VaultHTTP
 from providers.vault.params import AUTH_METHODS, DEFAULT_AUDIENCE, DYNAMIC_MODES, SCHEMA, VaultParams
 from providers.vault.response_json import StableRequestIds
@@ -78,7 +79,7 @@ class VaultBackend:
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
         return None
 
-    async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched]:
+    async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched | Revoked]:
         params = self.params(ctx.parameters)
         jwt = pod_token(ctx, [params.audience], " (or set the SPC parameter 'audience' to one it requests)")
         if params.tls.skip_verify:
@@ -89,19 +90,31 @@ class VaultBackend:
         key = auth.token_key(params, ctx, jwt)
         reads = list({objects.read_of(obj): None for obj in objs})
         results = dict(
-            zip(reads, await gather_all([self._read(params, ctx, jwt, key, r) for r in reads]), strict=True)
+            zip(
+                reads, await gather_all([self._settled(params, ctx, jwt, key, r) for r in reads]), strict=True
+            )
         )
         out: list[Fetched] = []
+        revoked: list[Fetched | Revoked] = []
         for obj in objs:
             read = objects.read_of(obj)
             result = results[read]
+            if isinstance(result, KeygateError):
+                revoked.append(Revoked.of(obj, result, gone.held(obj)))
+                continue
             body = objects.contents(
                 obj, read, result, functools.partial(self._request_ids.render, (key, read))
             )
             out.append(
                 Fetched(obj=obj, object_id=objects.object_id(obj), contents=body, version=result.version)
             )
-        return unique_ids(out, lambda item: f"~{item.obj.name}")
+        return [*unique_ids(out, lambda item: f"~{item.obj.name}"), *revoked]
+
+    async def _settled(
+        self, params: VaultParams, ctx: FetchContext, jwt: str, token_key: tuple[Any, ...], read: Read
+    ) -> Result | KeygateError:
+        """One read, or its error when Vault says the secret is gone (:mod:`providers.vault.gone`)."""
+        return await settle(gone.classified(self._read(params, ctx, jwt, token_key, read)))
 
     async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
         """Selectors to the secrets they list (:mod:`providers.vault.listing`)."""
