@@ -576,3 +576,62 @@ def test_blob_redirect_to_plain_http_refused(env: Env):
     env.registry.blob_redirect = "http"
     refused(d, env.request(pod), UNAVAILABLE, "redirected the signature payload to a non-HTTPS URL")
     assert not any(path.startswith("/storage/") for _, path in env.registry.hits)
+
+
+@pytest.mark.parametrize(
+    ("content", "fragment"),
+    [
+        ('{"auths": ["not", "a", "mapping"]}', "not a docker config.json"),
+        (None, "cannot read the registry credentials file"),
+        ('{"auths": {"HOST": {"auth": "bm8tY29sb24="}}}', "not base64 of user:password"),
+    ],
+    ids=["malformed", "missing", "auth_without_colon"],
+)
+def test_unusable_docker_config_refuses(
+    short_tmp: Path, attest_daemon, kube, cosign_key, node_key, content, fragment
+):
+    """Credentials are read when a registry asks for them; unusable ones refuse, never go anonymous."""
+    with running_registry(short_tmp, auth="bearer") as reg:
+        e = Env(kube, reg, cosign_key, short_tmp, attest_daemon, node_key)
+        config = short_tmp / "config.json"
+        if content is not None:
+            config.write_text(content.replace("HOST", reg.host))
+        d = e.daemon(signature_docker_config=str(config))
+        refused(d, e.request(e.pod(images={"app": e.image()})), UNAVAILABLE, fragment)
+
+
+@pytest.mark.parametrize(
+    ("auths", "host", "expected"),
+    [
+        ({"https://index.docker.io/v1/": {"auth": "dTpw"}}, "registry-1.docker.io", ("u", "p")),
+        ({"docker.io": {"username": "u", "password": "p"}}, "registry-1.docker.io", ("u", "p")),
+        ({"ghcr.io": {"auth": "dTpw"}}, "ghcr.io", ("u", "p")),
+        ({"ghcr.io": {"auth": "dTpw"}}, "quay.io", None),
+        ({"ghcr.io.evil.example": {"auth": "dTpw"}}, "ghcr.io", None),
+    ],
+)
+def test_docker_config_lookup(tmp_path: Path, auths, host, expected):
+    from provider.attest.signatures.registry import read_docker_config
+
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"auths": auths}))
+    assert read_docker_config(str(path), host) == expected
+
+
+@pytest.mark.parametrize(
+    ("reference", "repository", "ok"),
+    [
+        ("index.docker.io/library/nginx", "docker.io/library/nginx", True),
+        ("docker.io/library/nginx", "docker.io/library/nginx", True),
+        ("nginx", "docker.io/library/nginx", True),
+        ("Registry.Example.com/acme/app", "registry.example.com/acme/app", True),
+        ("registry.example.com/acme/app:v1", "registry.example.com/acme/app", True),
+        ("registry.example.com/acme/app-evil", "registry.example.com/acme/app", False),
+        ("registry.example.com/acme", "registry.example.com/acme/app", False),
+        ("registry.example.com/acme/app\n", "registry.example.com/acme/app", False),
+    ],
+)
+def test_docker_reference_matching(reference: str, repository: str, ok: bool):
+    from provider.attest.signatures.cosign import reference_matches
+
+    assert reference_matches(reference, repository) is ok
