@@ -109,7 +109,7 @@ async def attest(attestor: Attestor, ctx: MountContext, objects: Sequence[Secret
     if not ctx.current_versions or store is None:
         return Decision(await attestor.attest(ctx, objects))
     pod = ctx.pod
-    refusals: dict[int, PermissionDenied]
+    refusals: dict[int, PermissionDenied] | None = None
     try:
         identity = await attestor.attest(ctx, [])
     except PermissionDenied as exc:
@@ -117,15 +117,15 @@ async def attest(attestor: Attestor, ctx: MountContext, objects: Sequence[Secret
             raise
         identity = PodIdentity(pod.namespace, pod.name, pod.uid, pod.service_account)
         refusals = {obj.index: exc for obj in objects}
-    else:
-        refusals = store.current().refusals(identity.namespace, identity.service_account, objects)
+    policy = store.current()
+    if refusals is None:
+        refusals = policy.refusals(identity.namespace, identity.service_account, objects)
     refused = tuple(
         Revoked(obj, Gone.POLICY, gone(refusals[obj.index], Gone.POLICY))
         for obj in objects
         if obj.index in refusals
     )
-    mode = store.current().revocation_for(identity.namespace, identity.service_account)
-    return Decision(identity, refused, mode)
+    return Decision(identity, refused, policy.revocation_for(identity.namespace, identity.service_account))
 
 
 def settle(
