@@ -6,6 +6,8 @@ cluster is available there. This server speaks the real wire formats over real H
 * ``GET /.well-known/openid-configuration`` and ``GET /openid/v1/jwks`` (OIDC discovery);
 * ``GET /api/v1/namespaces/{ns}/pods/{name}`` (a Pod object, or a 404 ``Status``);
 * ``GET /api/v1/nodes/{name}`` (a Node object with its labels, or a 404 ``Status``);
+* ``GET /api/v1/namespaces/{ns}/serviceaccounts/{name}`` (a ServiceAccount with its annotations, or
+  a 404 ``Status``);
 * ``POST /apis/authentication.k8s.io/v1/tokenreviews`` (verifies a token with its own keys).
 
 Tokens are minted with real RSA/EC keys exactly as the API server shapes projected pod-bound
@@ -43,6 +45,7 @@ from cryptography.x509.oid import NameOID
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
 POD_PATH = re.compile(r"\A/api/v1/namespaces/([^/]+)/pods/([^/?]+)\Z")
 NODE_PATH = re.compile(r"\A/api/v1/nodes/([^/?]+)\Z")
+SA_PATH = re.compile(r"\A/api/v1/namespaces/([^/]+)/serviceaccounts/([^/?]+)\Z")
 DIGEST = "sha256:" + "0" * 64
 
 
@@ -170,6 +173,20 @@ def node_json(name: str, labels: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def service_account_json(namespace: str, name: str, annotations: Mapping[str, str]) -> dict[str, Any]:
+    """A ServiceAccount object as the API server returns it."""
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": namespace,
+        "uid": str(uuid.uuid5(uuid.NAMESPACE_DNS, f"{namespace}.{name}.sa")),
+        "resourceVersion": "1",
+        "creationTimestamp": "2026-01-01T00:00:00Z",
+    }
+    if annotations:
+        meta["annotations"] = dict(annotations)
+    return {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta}
+
+
 @dataclass(slots=True)
 class TLSFiles:
     ca_pem: bytes
@@ -228,8 +245,9 @@ def make_tls(host: str = "127.0.0.1") -> TLSFiles:
 class DevCluster:
     """Keys, pods and an HTTPS server answering like a Kubernetes API server.
 
-    ``api_token`` (if set) is required as a bearer token on Pod GET, Node GET and TokenReview, as a real
-    API server requires the caller's own credentials. ``hits`` counts requests by route.
+    ``api_token`` (if set) is required as a bearer token on Pod, Node and ServiceAccount GET and
+    TokenReview, as a real API server requires the caller's own credentials. ``hits`` counts
+    requests by route.
     """
 
     def __init__(self, workdir: Path, *, tls: bool = True, api_token: str = "") -> None:
@@ -239,6 +257,7 @@ class DevCluster:
         self.keys: list[SigningKey] = [SigningKey.generate("rsa")]
         self.pods: dict[tuple[str, str], PodSpec] = {}
         self.nodes: dict[str, dict[str, str]] = {}  # name -> labels added to kubelet's own
+        self.service_accounts: dict[tuple[str, str], dict[str, str]] = {}  # (ns, name) -> annotations
         self.hits: Counter[str] = Counter()
         self.lock = threading.Lock()
         self.changed = threading.Condition(self.lock)
@@ -277,6 +296,13 @@ class DevCluster:
         """Create or replace a Node with these labels."""
         with self.lock:
             self.nodes[name] = dict(labels or {})
+
+    def add_service_account(
+        self, namespace: str, name: str, annotations: Mapping[str, str] | None = None
+    ) -> None:
+        """Create or replace a ServiceAccount with these annotations."""
+        with self.lock:
+            self.service_accounts[(namespace, name)] = dict(annotations or {})
 
     def remove_pod(self, pod: PodSpec) -> None:
         with self.changed:
@@ -493,6 +519,19 @@ class _Handler(BaseHTTPRequestHandler):
                 self._status(404, "NotFound", f'nodes "{match.group(1)}" not found')
             else:
                 self._send(200, node_json(match.group(1), labels))
+            return
+        match = SA_PATH.match(path)
+        if match:
+            cluster.hits["serviceaccount"] += 1
+            if not self._authorized():
+                return
+            namespace, name = match.group(1), match.group(2)
+            with cluster.lock:
+                annotations = cluster.service_accounts.get((namespace, name))
+            if annotations is None:
+                self._status(404, "NotFound", f'serviceaccounts "{name}" not found')
+            else:
+                self._send(200, service_account_json(namespace, name, annotations))
             return
         self._status(404, "NotFound", "the server could not find the requested resource")
 

@@ -127,6 +127,11 @@ def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
     readiness.set("keys", True)
     if config.write_files and config.insecure_allow_write_files_off_tmpfs:
         log.warning("INSECURE: --write-files may write secrets into a target_path that is not on tmpfs")
+    from provider.attest.service_accounts import ServiceAccounts
+
+    service_accounts = ServiceAccounts(
+        config.kube_api_url, config.kube_ca, config.kube_token_file, timeout=min(5.0, config.mount_timeout)
+    )
     return Mounter(
         registry,
         attestor or build_attestor(config, readiness),
@@ -139,4 +144,5 @@ def build_mounter(config: Config, attestor: Attestor | None = None) -> Mounter:
         ),
         audit=AuditLog(config.audit_sink, config.node_name),
         readiness=readiness,
+        service_accounts=service_accounts,
     )

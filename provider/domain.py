@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,7 +62,12 @@ class SecretObject:
 
 @dataclass(frozen=True, slots=True)
 class FetchContext:
-    """What a backend may use besides the objects: identity, pod tokens, SPC-level parameters."""
+    """What a backend may use besides the objects: identity, pod tokens, SPC-level parameters.
+
+    ``service_account_annotations`` (when the daemon can read the Kubernetes API) returns the
+    annotations of the pod's service account; it sends a request only when awaited, so only a
+    backend that needs them (AWS: ``eks.amazonaws.com/role-arn``) costs an API read.
+    """
 
     pod: PodIdentity
     spc_name: str
@@ -70,6 +75,7 @@ class FetchContext:
     tokens: Mapping[str, str]
     node_secrets: Mapping[str, str]
     deadline: float = field(default_factory=lambda: time.monotonic() + 30.0)
+    service_account_annotations: Callable[[], Awaitable[Mapping[str, str]]] | None = None
 
     def remaining(self) -> float:
         """Seconds left before the mount's deadline; raises once it has passed."""

@@ -16,6 +16,7 @@ from typing import Protocol
 
 from provider import metrics, revocation
 from provider.attest import Attestor
+from provider.attest.service_accounts import ServiceAccounts
 from provider.domain import FetchContext, Fetched, PodIdentity, Revoked, SecretObject
 from provider.errors import (
     BackendUnavailable,
@@ -107,6 +108,7 @@ class Mounter:
         target_rules: TargetRules | None = None,
         audit: AuditHook | None = None,
         readiness: Readiness | None = None,
+        service_accounts: ServiceAccounts | None = None,
         selector_max_objects: int = 1000,
     ) -> None:
         self.selector_max_objects = selector_max_objects
@@ -119,6 +121,7 @@ class Mounter:
         self.write_files = write_files
         self.target_rules = target_rules if target_rules is not None else TargetRules()
         self.audit = audit
+        self.service_accounts = service_accounts
 
     async def mount(self, request: MountInput, request_id: str = "") -> MountResult:
         """Run one Mount; every outcome is reported to the audit hook, if any."""
@@ -145,6 +148,8 @@ class Mounter:
     async def close(self) -> None:
         """Release the backends' and the attestor's clients."""
         await self.registry.close()
+        if self.service_accounts is not None:
+            await self.service_accounts.aclose()
         aclose = getattr(self.attestor, "aclose", None)
         if aclose is not None:
             await aclose()
@@ -209,6 +214,9 @@ class Mounter:
             tokens=ctx.tokens,
             node_secrets=ctx.node_secrets,
             deadline=deadline,
+            service_account_annotations=(
+                self.service_accounts.accessor(identity) if self.service_accounts is not None else None
+            ),
         )
 
     def _assemble(

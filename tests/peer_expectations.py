@@ -114,13 +114,18 @@ def _aws_basic(suffix: str) -> Expect:
     s = suffix
     ssm = ("ParameterStoreTest1", "ParameterStoreTestWithLongName", "ParameterStoreRotationTest")
     sm = ("SecretsManagerRotationTest", "SecretsManagerTest1", "SecretsManagerSync")
-    load = (
-        *(("ssm", "", f"{n}{s}", AWS_VALUES[n]) for n in ssm),
-        *(("secretsmanager", "", f"{n}{s}", AWS_VALUES[n]) for n in sm),
-        ("secretsmanager", "us-west-2", f"SecretsManagerTest2{s}", AWS_VALUES["SecretsManagerTest2"]),
-        ("secretsmanager", "us-east-2", f"SecretsManagerTest2{s}", AWS_VALUES["SecretsManagerTest2"]),
-        ("ssm", "", f"jsonSsm{s}", SSM_JSON),
-        ("secretsmanager", "", f"secretsManagerJson{s}", SM_JSON),
+    # The peer's setup (tests/generate-test-files.py) creates every secret and parameter in both
+    # the SPC's region and its failoverRegion, us-east-2: the provider reads both on every Mount.
+    load = tuple(
+        (service, region, name, value)
+        for region in ("", "us-east-2")
+        for service, name, value in (
+            *(("ssm", f"{n}{s}", AWS_VALUES[n]) for n in ssm),
+            *(("secretsmanager", f"{n}{s}", AWS_VALUES[n]) for n in sm),
+            ("secretsmanager", f"SecretsManagerTest2{s}", AWS_VALUES["SecretsManagerTest2"]),
+            ("ssm", f"jsonSsm{s}", SSM_JSON),
+            ("secretsmanager", f"secretsManagerJson{s}", SM_JSON),
+        )
     )
     files = {
         f"ParameterStoreTest1{s}": "ParameterStoreTest1Value",

@@ -135,6 +135,7 @@ def test_rbac_is_least_privilege(rendered):
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["get"]},
     ]
     bindings = {b["metadata"]["name"]: b for b in by_kind(rendered, "ClusterRoleBinding")}
     assert {name: b["roleRef"]["name"] for name, b in bindings.items()} == {

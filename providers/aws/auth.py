@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from provider.domain import FetchContext, PodIdentity
-from provider.errors import InvalidSPC
+from provider.errors import InvalidSPC, KeygateError
 from providers.aws.params import ROLE_ANNOTATION
 from providers.aws.pod_identity import PodIdentityRequest, request_for
 from providers.common.schema import Values
@@ -57,6 +57,27 @@ def session_name(pod: PodIdentity) -> str:
     return clean
 
 
+async def _annotated_role(ctx: FetchContext) -> str:
+    """The role named by the pod's service account (as the AWS provider reads it for IRSA)."""
+    account = f"{ctx.pod.namespace}/{ctx.pod.service_account}"
+    fix = f"set the SPC parameter 'roleArn' or annotate the service account {account} with {ROLE_ANNOTATION}"
+    if ctx.service_account_annotations is None:
+        raise InvalidSPC(f"no IAM role for this pod: {fix}")
+    try:
+        annotations = await ctx.service_account_annotations()
+    except KeygateError as exc:
+        raise KeygateError(f"no IAM role for this pod: {exc.message}; or {fix}", code=exc.code) from None
+    role = annotations.get(ROLE_ANNOTATION, "")
+    if not role:
+        raise InvalidSPC(f"no IAM role for this pod: the service account has no {ROLE_ANNOTATION}; {fix}")
+    if not ROLE_ARN_RE.fullmatch(role):
+        raise InvalidSPC(
+            f"service account {account}: {ROLE_ANNOTATION} {role[:120]!r} is not an IAM role ARN "
+            "(arn:aws:iam::<account>:role/<name>); fix the annotation or set the SPC parameter 'roleArn'"
+        )
+    return role
+
+
 async def resolve(
     ctx: FetchContext, values: Values, audience: str, role_resolver: RoleResolver | None
 ) -> Auth:
@@ -80,11 +101,8 @@ async def resolve(
     if not role and role_resolver is not None:
         role = await role_resolver(ctx.pod) or ""
     if not role:
-        raise InvalidSPC(
-            "no IAM role for this pod: set the SPC parameter 'roleArn' or annotate the service "
-            f"account {ctx.pod.namespace}/{ctx.pod.service_account} with {ROLE_ANNOTATION}"
-        )
-    if not ROLE_ARN_RE.fullmatch(role):
+        role = await _annotated_role(ctx)
+    elif not ROLE_ARN_RE.fullmatch(role):
         raise InvalidSPC(f"role {role[:120]!r} is not an IAM role ARN (arn:aws:iam::<account>:role/<name>)")
     token = pod_token(ctx, [audience])
     pod = ctx.pod

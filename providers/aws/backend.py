@@ -17,15 +17,13 @@ from __future__ import annotations
 
 import logging
 import re
-import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import replace
 from typing import Any, ClassVar
 
 from provider.domain import FetchContext, Fetched, Revoked, SecretObject
-from provider.errors import BackendUnavailable, DeadlineExceeded, KeygateError
-from providers.aws import auth, objects
+from provider.errors import KeygateError
+from providers.aws import auth, failover, objects
 from providers.aws.auth import DEFAULT_AUDIENCE, Auth, RoleResolver
 from providers.aws.client import AWSClients, Value
 from providers.aws.params import SCHEMA, SECRETS_MANAGER, Plan, Target, fill_region, plan
@@ -100,37 +98,9 @@ class AWSBackend:
     async def _read_with_failover(
         self, group: objects.Unit, who: Auth, ctx: FetchContext
     ) -> list[tuple[Sequence[Plan], Value]]:
-        """Read in the primary region; on an outage there, read the failover targets instead.
-
-        With a failover target the primary gets half of the remaining mount time, so a region
-        that swallows packets (connect/read timeouts) still leaves time for the failover read.
-        Answers such as "not found" or "access denied" are not outages and never fail over.
-        """
-        fallback = [(plans[0].failover, plans) for _, plans in group]
-        can_fail_over = all(target is not None for target, _ in fallback)
-        primary_ctx = replace(ctx, deadline=time.monotonic() + ctx.remaining() / 2) if can_fail_over else ctx
-        try:
-            values = await self._read(group, who, primary_ctx)
-            return [(plans, value) for (_, plans), value in zip(group, values, strict=True)]
-        except (BackendUnavailable, DeadlineExceeded) as primary_error:
-            if not can_fail_over:
-                raise
-            region = fallback[0][0].region  # type: ignore[union-attr]
-            log.warning(
-                "AWS primary region unavailable; reading from the failover region",
-                extra={"region": group[0][0].region, "failover_region": region, "objects": len(group)},
-            )
-            out: list[tuple[Sequence[Plan], Value]] = []
-            try:
-                for unit in objects.units([(t, p) for t, p in fallback if t is not None]):
-                    values = await self._read(unit, who, ctx)
-                    out.extend((plans, value) for (_, plans), value in zip(unit, values, strict=True))
-            except KeygateError as failover_error:
-                raise KeygateError(
-                    f"{primary_error.message}; failover region {region}: {failover_error.message}",
-                    code=failover_error.code,
-                ) from None
-            return out
+        """Read in the primary region and, with a failover target, in the failover region too
+        (:mod:`providers.aws.failover`)."""
+        return await failover.read_both(lambda unit, uctx: self._read(unit, who, uctx), group, ctx)
 
     async def fetch(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[Fetched | Revoked]:
         values = SCHEMA.check_parameters(ctx.parameters, self.settings, FirstError())
