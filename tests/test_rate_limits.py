@@ -196,6 +196,9 @@ def test_a_burst_within_the_budget_is_spread_out_not_refused(start_daemon, moto,
 def test_429_with_retry_after_slows_every_mount_down_instead_of_failing(start_daemon, moto, proxy, pod):
     names = seed(moto, 2)
     d = start(start_daemon, proxy, aws_rate=5.0, aws_burst=1, mount_timeout=8.0)
+    timed_mount(d, objects(names[:1]), pod)  # credentials and client built, so reads start at once
+    time.sleep(0.3)  # the bucket refills
+    proxy.clear()
     proxy.add(GET, "status", status=429, times=1, retry_after="1")
     throttled = sample("keygate_backend_throttled_total", backend="aws")
     with ThreadPoolExecutor(3) as pool:
@@ -218,3 +221,35 @@ def test_retry_after_beyond_the_deadline_fails_at_once(start_daemon, moto, proxy
     msg = expect_error(d, objects(names), pod, UNAVAILABLE, within=1.0)
     assert "Retry-After" in msg and "30s" in msg and "throttled by AWS" in msg, msg
     assert proxy.count(GET) == 1
+
+
+# --- Vault: the stand-in answers 429 with Retry-After ------------------------------------------
+
+
+def test_vault_429_with_retry_after_is_waited_out_and_counted(start_daemon):
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.fault_server import FaultVault
+    from tests.vault_fixtures import Issuer
+
+    server = FaultVault(secrets={"secret/app/db": {"password": "vault-rl-value"}})
+    try:
+        server.add("secret/data/app/db", "status", status=429, times=1, retry_after="1")
+        d = start_daemon(mount_timeout=5.0)
+        issuer = Issuer(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        params = {
+            "vaultAddress": server.address,
+            "roleName": "app",
+            "vaultAuthMethod": "jwt",
+            "objects": '[{"objectName": "pw", "secretPath": "secret/data/app/db", "secretKey": "password"}]',
+        }
+        throttled = sample("keygate_backend_throttled_total", backend="vault")
+        out, elapsed = timed_mount(d, params, issuer.pod())
+        assert out == {"pw": b"vault-rl-value"}
+        assert elapsed >= 0.9  # the Retry-After was honoured, not just the usual short backoff
+        reads = sorted(t for t, route in server.arrivals if route == "secret/data/app/db")
+        assert len(reads) == 2 and reads[1] - reads[0] >= 0.9
+        assert sample("keygate_backend_throttled_total", backend="vault") - throttled == 1
+    finally:
+        server.release()
+        server.stop()

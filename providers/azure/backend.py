@@ -166,7 +166,7 @@ class AzureBackend:
     def _reader(self, clients: Clients, ctx: FetchContext) -> tuple[str, ...]:
         """The shared-read identity: a workload identity's federated credential is granted per
         service account (its key without the pod), the node's or static identities are theirs."""
-        if clients.key[:1] == ("workload",):
+        if clients.key[:1] == ("workload",) and len(clients.key) == 9:
             token = pod_token(ctx, [self._audience])
             return (*clients.key[:5], *identity(ctx, verified=self.shared.verified, token=token))
         return clients.key

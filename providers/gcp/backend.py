@@ -122,7 +122,7 @@ class GCPBackend:
     def _reader(self, auth: TokenSource, ctx: FetchContext) -> tuple[str, ...]:
         """The shared-read identity: for the pod's workload identity its audience, impersonated
         account and service account (the key without the pod); else the chosen identity."""
-        if auth.kind == "pod-adc":
+        if auth.kind == "pod-adc" and len(auth.key) == 8:
             _, audience, _, _, _, gsa, chain, digest = auth.key
             who = identity(ctx, verified=self.shared.verified, token=digest)
             return ("pod-adc", audience, gsa, chain, *who)
