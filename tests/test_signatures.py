@@ -635,3 +635,11 @@ def test_docker_reference_matching(reference: str, repository: str, ok: bool):
     from provider.attest.signatures.cosign import reference_matches
 
     assert reference_matches(reference, repository) is ok
+
+
+def test_hostile_payload_text_is_escaped(env: Env):
+    d = env.daemon()
+    image = env.image(image={"docker-manifest-digest": "sha256:\nINFO forged\x1b[2K"})
+    details = refused(d, env.request(env.pod(images={"app": image})), DENIED, "for image digest")
+    assert "\n" not in details and "\x1b" not in details
+    assert "\n" not in d.audit_records()[-1]["reason"]

@@ -31,6 +31,14 @@ MAX_CACHE_TTL = 86400.0
 CacheKey = tuple[str, str, str]
 
 
+def printable(text: str) -> str:
+    """``text`` with control and other non-printable characters escaped: parts of a refusal come
+    from registry answers and certificates, and a message must not forge log lines."""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+
+
 @dataclass(frozen=True, slots=True)
 class Refusal:
     reason: Denial
@@ -91,7 +99,7 @@ class SignatureChecker:
 
     def _error(self, c: Container, ref: ImageRef, refusal: Refusal, where: str) -> KeygateError:
         text = (
-            f"{c.kind} `{shown(c.name)}` image `{shown(c.image)}` {refusal.message} "
+            f"{c.kind} `{shown(c.name)}` image `{shown(c.image)}` {printable(refusal.message)} "
             f"(release policy signature requirement {refusal.requirement!r}; {where})"
         )
         exc: KeygateError

@@ -44,6 +44,7 @@ ISSUER_V1 = "1.3.6.1.4.1.57264.1.1"
 ISSUER_V2 = "1.3.6.1.4.1.57264.1.8"
 OTHERNAME_SAN = "1.3.6.1.4.1.57264.1.7"
 MAX_BUNDLES = 8
+MAX_SAN_CHARS = 4096  # a policy regexp never runs over longer (attacker-chosen) identities
 
 _RANK = {
     Denial.SIGNATURE_MISSING: 0,
@@ -136,7 +137,7 @@ def _policy(identity: KeylessIdentity) -> Any:
                     f"is signed through OIDC issuer {issuer[:200]!r}, not {identity.issuer}"
                 )
             if identity.subject_regexp is not None:
-                ok = any(identity.subject_regexp.fullmatch(n) for n in names)
+                ok = any(len(n) <= MAX_SAN_CHARS and identity.subject_regexp.fullmatch(n) for n in names)
             else:
                 ok = identity.subject in names
             if not ok:
