@@ -219,3 +219,13 @@ def test_a_hung_api_times_out_closed():
 
     message = asyncio.run(run())
     assert "unreachable (TimeoutError)" in message and "fail closed" in message
+
+
+def test_a_client_used_from_a_new_event_loop_reconnects(kube: DevCluster):
+    make_pod(kube)
+    api = _api(kube)
+    try:
+        for _ in range(2):  # e.g. a daemon restarted in the same process: its connections stay behind
+            assert asyncio.run(api.get_pod("default", "app-0")).name == "app-0"
+    finally:
+        asyncio.run(api.aclose())

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -112,8 +113,8 @@ class KubeAPI:
                 token=token,
                 timeout=timeout,
             )
-        except ValueError:
-            return None
+        except (ValueError, OSError, ssl.SSLError):
+            return None  # lightkube then reports the problem on the first call, as it always did
 
     @property
     def server(self) -> str:
@@ -427,7 +428,11 @@ class PodReads:
 
     async def _send(self, key: tuple[str, str], read: _Read, ahead: _Read | None) -> PodInfo | BaseException:
         try:
-            if ahead is not None and ahead.task is not None:
+            if (
+                ahead is not None
+                and ahead.task is not None
+                and ahead.task.get_loop() is asyncio.get_running_loop()
+            ):
                 await asyncio.wait((ahead.task,))
             read.sent = True
             self.sent += 1

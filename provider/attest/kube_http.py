@@ -72,6 +72,7 @@ class KubeHTTP:
         self._token = token
         self._bearer: str | None = None
         self._idle: list[_Conn] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def _authorization(self, reread: bool = False) -> str:
         if self._token_file and (reread or self._bearer is None):
@@ -102,6 +103,9 @@ class KubeHTTP:
         if bearer:
             headers.append(("Authorization", f"Bearer {bearer}"))
         request = h11.Request(method="GET", target=self.prefix + path, headers=headers)
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # connections belong to the loop that opened them
+            self._idle, self._loop = [], loop
         while self._idle:
             conn = self._idle.pop()
             if not conn.usable():
@@ -176,6 +180,8 @@ class KubeHTTP:
 
     async def aclose(self) -> None:
         idle, self._idle = self._idle, []
+        if self._loop is not asyncio.get_running_loop():
+            return  # another loop's connections: that loop closed them
         for conn in idle:
             conn.close()
         for conn in idle:
