@@ -29,9 +29,15 @@ from keygate_dev.driver_client import Pod
 from provider.domain import FetchContext, PodIdentity
 from provider.errors import DeadlineExceeded, KeygateError, SecretNotFound
 from providers.common.shared_reads import SharedReads, identity
+from tests.azure_fake import pod_token as azure_pod_token
 from tests.fault_checks import timed_mount
 from tests.fault_server import FaultProxy, FaultVault
 from tests.test_aws import admin, moto, moto_url, spc  # noqa: F401
+from tests.test_azure import AUDIENCE as AZURE_AUDIENCE
+from tests.test_azure import ISSUER as AZURE_ISSUER
+from tests.test_azure import TENANT, AzureEnv, azure  # noqa: F401
+from tests.test_azure import spc as azure_spc
+from tests.test_gcp import GCP, POOL, SECRET_VALUE, gcp, secrets_param  # noqa: F401
 from tests.vault_fixtures import ISSUER, Issuer, TokenReviewServer, Vault, kube_auth, vault  # noqa: F401
 
 SECRET = "shared-Vault-value-3e1f"
@@ -399,3 +405,38 @@ def test_aws_replicas_share_reads_other_roles_do_not(start_daemon, short_tmp, is
     out, _ = timed_mount(d, spc(objects), replica(issuer, 0, "batch", "sts.amazonaws.com"))
     assert out == {"db": SECRET.encode()}
     assert proxy.count(GET) == 3  # another role, another service account: their own reads
+
+
+# --- GCP and Azure: counted by their fake servers ----------------------------------------------
+
+
+def test_gcp_replicas_share_one_version_access(start_daemon, short_tmp, issuer, gcp: GCP):
+    d = attested(start_daemon, issuer, short_tmp, shared_read_ttl=30, backends={"gcp": gcp.settings()})
+    params = secrets_param({"resourceName": "projects/proj/secrets/db/versions/latest", "fileName": "db"})
+    for i in range(3):
+        pod = Pod(name=f"app-{i}", uid=f"uid-app-{i}")
+        pod.tokens = {
+            POOL: gcp.cluster.pod_token(POOL, pod=pod.name, pod_uid=pod.uid),
+            KEYGATE: issuer.mint(pod, KEYGATE),
+        }
+        out, _ = timed_mount(d, params, pod)
+        assert out == {"db": SECRET_VALUE}
+    assert [c.name for c in gcp.sm.calls] == ["projects/proj/secrets/db/versions/latest"]
+
+
+def test_azure_replicas_share_one_secret_read(start_daemon, short_tmp, issuer, azure: AzureEnv):
+    vault = azure.vault()
+    azure.fake.add_secret(vault, "db", "az-shared-value-77e1")
+    d = attested(start_daemon, issuer, short_tmp, shared_read_ttl=30, backends={"azure": azure.settings()})
+    params = azure_spc(vault, [{"objectName": "db", "objectType": "secret"}])
+    for i in range(3):
+        pod = Pod(name=f"app-{i}", uid=f"uid-app-{i}")
+        token = azure_pod_token(
+            azure.cluster_key, AZURE_ISSUER, AZURE_AUDIENCE, pod_name=pod.name, pod_uid=pod.uid
+        )
+        pod.tokens = {AZURE_AUDIENCE: token, KEYGATE: issuer.mint(pod, KEYGATE)}
+        out, _ = timed_mount(d, params, pod)
+        assert out == {"db": b"az-shared-value-77e1"}
+    # one read for three pods: the SDK's unauthenticated challenge, the read, one token exchange
+    assert azure.fake.chaos.count("/secrets/db") == 2
+    assert azure.fake.chaos.count(f"/{TENANT}/oauth2") == 1
