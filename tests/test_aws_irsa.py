@@ -202,3 +202,23 @@ def test_service_account_cache_expires_and_follows_a_new_annotation(env: Env):
             await accounts.aclose()
 
     asyncio.run(scenario())
+
+
+def test_with_attestation_the_attested_service_account_names_the_role(attest_daemon, env: Env):
+    """Attestation on: the pod is verified against the API (token, Pod), and its attested service
+    account is the one whose annotation is read."""
+    from tests.kubeapi import make_pod
+
+    name = secret(env.aws, "attested")
+    spec = make_pod(env.kube)
+    env.kube.add_service_account(spec.namespace, spec.service_account, {ROLE_ANNOTATION: APP_ROLE})
+    d = attest_daemon(backends={"aws": {"endpoint_url": env.aws["url"], "sts_endpoint_url": env.sts_url}})
+    shape = Pod(namespace=spec.namespace, name=spec.name, uid=spec.uid, service_account=spec.service_account)
+    tokens = {
+        "keygate": env.kube.mint(spec),
+        STS_AUDIENCE: pod_token(env.issuer_key, audience=STS_AUDIENCE, sa=spec.service_account, pod=shape),
+    }
+    pod = Pod(shape.namespace, shape.name, shape.uid, shape.service_account, tokens)
+    resp = d.client.mount(mount_request("irsa-spc", params(name), pod))
+    assert resp.files[0].contents == b"attested"
+    assert env.sts.assumed == [APP_ROLE] and env.kube.hits["serviceaccount"] == 1
