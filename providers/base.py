@@ -47,9 +47,7 @@ class Backend(Protocol):
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
         """Checks the schema cannot express and that need this instance (raise InvalidSPC)."""
 
-    async def fetch(
-        self, objects: Sequence[SecretObject], ctx: FetchContext
-    ) -> Sequence[Fetched | Revoked]:
+    async def fetch(self, objects: Sequence[SecretObject], ctx: FetchContext) -> Sequence[Fetched | Revoked]:
         """At least one Fetched, or one Revoked, per object; or raise a KeygateError.
 
         Never partial otherwise: an outage for any object fails the whole fetch.
