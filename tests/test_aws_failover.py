@@ -151,3 +151,24 @@ def test_failover_object_is_read_in_the_failover_region_every_mount(start_daemon
     assert west.count(GET) == 1
     east.add(GET, "status", status=503)
     assert files_of(d.client.mount(mount_request("aws-spc", params(objects), pod))) == {"db": b"west-replica"}
+
+
+def test_ssm_name_missing_in_the_failover_region_fails_the_mount(start_daemon, moto, regions, pod):
+    seed(moto, REGION, param="east-param")
+    d = start(start_daemon, moto, regions)
+    err = mount_error(d, params(OBJECTS[1:]), pod)
+    assert err.code() == grpc.StatusCode.NOT_FOUND
+    assert FAILOVER in err.details() and "create it there too" in err.details()
+
+
+def test_a_replica_deleted_later_fails_the_rotation_and_never_revokes(start_daemon, moto, regions, pod):
+    """Revocation follows the primary region: a pod keeps its secret when only the replica goes."""
+    seed(moto, REGION, "east-pw")
+    seed(moto, FAILOVER, "west-pw")
+    d = start(start_daemon, moto, regions)
+    first = d.client.mount(mount_request("aws-spc", params(OBJECTS[:1]), pod))
+    held = [(v.id, v.version) for v in first.object_version]
+    admin(moto, "secretsmanager", FAILOVER).delete_secret(SecretId="app/db", ForceDeleteWithoutRecovery=True)
+    with pytest.raises(grpc.RpcError) as info:
+        d.client.mount(mount_request("aws-spc", params(OBJECTS[:1]), pod, current=held))
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND and FAILOVER in info.value.details()

@@ -77,7 +77,7 @@ async def read_both(read: Read, group: objects.Unit, ctx: FetchContext) -> Answe
         if not pending.done():
             pending.cancel()
             pending.add_done_callback(_retrieve)
-    fatal = next((o for o in rest if isinstance(o, KeygateError) and o.code in CLIENT_FAULTS), None)
+    fatal = _client_fault(rest, region)
     if fatal is not None:
         raise fatal
     if not isinstance(primary, KeygateError):
@@ -96,6 +96,24 @@ async def read_both(read: Read, group: objects.Unit, ctx: FetchContext) -> Answe
         assert not isinstance(values, KeygateError)
         out.extend(_pairs(unit, values))
     return out
+
+
+def _client_fault(rest: list[list[Value] | KeygateError], region: str) -> KeygateError | None:
+    """The failover region's first client fault (an SSM name it did not find included), as a
+    plain error: it fails the Mount, but never takes an object away from a pod (revocation
+    follows the primary region only)."""
+    for outcome in rest:
+        if isinstance(outcome, KeygateError):
+            found = outcome if outcome.code in CLIENT_FAULTS else None
+        else:
+            found = next((v.missing for v in outcome if v.missing is not None), None)
+        if found is not None:
+            return KeygateError(
+                f"{found.message} (failover region {region}: every Mount reads both regions, so "
+                "create it there too, or remove failoverRegion)",
+                code=found.code,
+            )
+    return None
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
