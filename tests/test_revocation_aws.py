@@ -14,7 +14,7 @@ import grpc
 import pytest
 
 from keygate_dev.driver_client import mount_request
-from tests.fault_server import FaultProxy
+from tests.fault_server import FaultProxy, _response, aws_error
 from tests.revocation_helpers import files_of, held, refused, revocations, revoke_records, rotate
 from tests.test_aws import admin, moto, moto_url, pod, sa_token, spc  # noqa: F401
 
@@ -102,3 +102,32 @@ def test_an_outage_on_rotation_removes_nothing(moto, proxy, mounted, pod, status
     assert revoke_records(d) == []
     proxy.clear()
     assert set(files_of(rotate(d, "aws", PARAMS, pod, first))) == {"app_api", "param"}
+
+
+def access_denied(status: int, route: str) -> bytes:
+    """What Secrets Manager answers once the role's policy no longer allows GetSecretValue."""
+    if status != 400:
+        return aws_error(status, route)
+    body = json.dumps({"__type": "AccessDeniedException", "Message": "not authorized to perform"})
+    return _response(400, body.encode(), "application/x-amz-json-1.1")
+
+
+def test_read_denied_to_the_role_after_sts_is_revoked(start_daemon, moto, proxy, pod):
+    proxy.error = access_denied
+    d = start_daemon(backends={"aws": {"endpoint_url": proxy.address}})
+    first = d.client.mount(mount_request("aws", PARAMS, pod))
+    proxy.add("secretsmanager.GetSecretValue", "status", status=400)
+    again = rotate(d, "aws", PARAMS, pod, first)
+    assert files_of(again) == {"param": b"param-8d3e"}
+    assert {r["reason"] for r in revoke_records(d)} == {"forbidden"}
+    assert proxy.count("AssumeRoleWithWebIdentity") >= 1, "the pod's STS exchange succeeded"
+
+
+def test_first_mount_with_the_read_denied_is_refused(start_daemon, moto, proxy, pod):
+    proxy.error = access_denied
+    proxy.add("secretsmanager.GetSecretValue", "status", status=400)
+    d = start_daemon(backends={"aws": {"endpoint_url": proxy.address}})
+    err = refused(d, mount_request("aws", PARAMS, pod))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "AccessDeniedException" in (
+        err.details() or ""
+    )

@@ -96,3 +96,20 @@ def test_an_outage_on_rotation_fails_and_removes_nothing(gcp, mounted, status):
     assert revoke_records(d) == []
     gcp.sm.fail_all = None
     assert set(files_of(rotate(d, "spc", PARAMS, pod, first))) == {"cfg"}
+
+
+def test_parameter_manager_version_disabled_leaves_on_rotation(start_daemon, gcp):
+    param = "projects/proj/locations/global/parameters/app-config"
+    gcp.pm.add(param, "v1", b"mode: live\n", grant=(POD_PRINCIPAL,))
+    d = start_daemon(backends={"gcp": gcp.settings()})
+    pod = gcp.pod()
+    params = secrets_param(
+        {"resourceName": f"{param}/versions/v1", "fileName": "config"},
+        {"resourceName": f"{CFG}/versions/latest", "fileName": "cfg"},
+    )
+    first = d.client.mount(mount_request("spc", params, pod))
+    assert files_of(first)["config"] == b"mode: live\n"
+    gcp.pm.add(param, "v1", b"mode: live\n", grant=(POD_PRINCIPAL,), disabled=True)
+    again = rotate(d, "spc", params, pod, first)
+    assert set(files_of(again)) == {"cfg"}
+    assert [r["reason"] for r in revoke_records(d)] == ["disabled"]
