@@ -6,8 +6,8 @@
 #   docker buildx imagetools inspect python:3.11-slim --format '{{json .Manifest.Digest}}'
 # and replace the digest below (tests/test_dockerfile.py checks the form and the version).
 ARG PYTHON_IMAGE=python:3.11-slim@sha256:74132ced0002947303bc75654c7d51d3818435fe1c0ec6e4d84f7ca4d0849878
-# Backends whose SDKs go into the image (optional extras of the keygate package).
-ARG KEYGATE_EXTRAS=vault,azure,gcp,aws
+# Backends whose SDKs go into the image, and sigstore for keyless signatures (optional extras of the keygate package).
+ARG KEYGATE_EXTRAS=vault,azure,gcp,aws,signatures
 
 # --- stage 1: build the keygate wheel and every dependency's wheel ---
 FROM ${PYTHON_IMAGE} AS build

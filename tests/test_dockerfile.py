@@ -87,7 +87,7 @@ def test_labels_user_and_version():
     assert user == "0:0"
     assert "Root, on purpose" in DOCKERFILE  # the decision is documented where it is made
     extras = set(args()["KEYGATE_EXTRAS"].split(","))
-    assert extras == {"vault", "azure", "gcp", "aws"}
+    assert extras == {"vault", "azure", "gcp", "aws", "signatures"}
 
 
 @pytest.mark.timeout(120)
