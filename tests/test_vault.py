@@ -182,6 +182,13 @@ def test_whole_answer_stays_the_same_across_polls_until_the_secret_changes(start
         assert after["request_id"] != before["request_id"] and versions(changed) != versions(first)
     assert json.loads(files(changed)["v2"])["data"]["data"] == {"k": "two"}
     assert json.loads(files(changed)["v1"])["data"] == {"k": "two"}
+    # The kubelet refreshes the pod's JWT: same pod, so the same request ids and the same files.
+    refreshed = do_mount(d, seeded.params(objects), seeded.issuer.pod())
+    assert pod.tokens != seeded.issuer.pod().tokens
+    assert files(refreshed) == files(changed) and versions(refreshed) == versions(changed)
+    # Another pod reading the same secret keeps its own request ids.
+    other = do_mount(d, seeded.params(objects), seeded.issuer.pod(name="app-2", uid="u-2"))
+    assert json.loads(files(other)["v1"])["request_id"] != json.loads(files(changed)["v1"])["request_id"]
 
 
 def test_whole_pki_answer_has_the_certificate_under_data_like_the_peers_test(start_daemon, seeded: Vault):

@@ -18,7 +18,9 @@ from providers.vault.params import VaultParams
 Call = Callable[[VaultParams, FetchContext, Callable[[], Any]], Awaitable[Any]]
 
 
-def token_key(params: VaultParams, ctx: FetchContext, jwt: str) -> tuple[Any, ...]:
+def pod_key(params: VaultParams, ctx: FetchContext) -> tuple[Any, ...]:
+    """Who reads: the Vault endpoint and role, and the pod (without its JWT, which the kubelet
+    refreshes)."""
     pod = ctx.pod
     return (
         params.endpoint,
@@ -28,8 +30,11 @@ def token_key(params: VaultParams, ctx: FetchContext, jwt: str) -> tuple[Any, ..
         pod.name,
         pod.uid,
         pod.service_account,
-        hashlib.sha256(jwt.encode()).hexdigest(),
     )
+
+
+def token_key(params: VaultParams, ctx: FetchContext, jwt: str) -> tuple[Any, ...]:
+    return (*pod_key(params, ctx), hashlib.sha256(jwt.encode()).hexdigest())
 
 
 async def session(

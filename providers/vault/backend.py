@@ -88,6 +88,7 @@ class VaultBackend:
                 extra={"vault": params.address, "namespace": ctx.pod.namespace, "spc": ctx.spc_name},
             )
         key = auth.token_key(params, ctx, jwt)
+        reader = auth.pod_key(params, ctx)  # request ids per pod: a refreshed JWT changes no file
         reads = list({objects.read_of(obj): None for obj in objs})
         results = dict(
             zip(
@@ -103,7 +104,7 @@ class VaultBackend:
                 revoked.append(Revoked.of(obj, result, gone.held(obj)))
                 continue
             body = objects.contents(
-                obj, read, result, functools.partial(self._request_ids.render, (key, read))
+                obj, read, result, functools.partial(self._request_ids.render, (reader, read))
             )
             out.append(
                 Fetched(obj=obj, object_id=objects.object_id(obj), contents=body, version=result.version)
