@@ -19,6 +19,9 @@ the release policy rule's ``revocation`` when set, else the SPC parameter ``revo
 
 from __future__ import annotations
 
+import bisect
+import itertools
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -35,6 +38,9 @@ PARAMETER = "revocation"
 REMOVE, EMPTY = REVOCATION_MODES
 DEFAULT_MODE = REMOVE
 PLACEHOLDER_VERSION = "revoked"
+# Characters of held ids the "held" patterns of one Mount may examine; ids and objects both come
+# from the request, so matching is bounded like everything else an attacker can size.
+MATCH_BUDGET = 32 * 1024 * 1024
 
 # Refusals that come after the token and the Pod were verified: the policy saying no to a pod
 # that is who it claims to be. Everything else (token, Pod, API, registry unreachable, a
@@ -137,7 +143,7 @@ def settle(
     When no file would be left, every revoked object is emptied instead of removed: the driver
     reads a response without files as "the provider wrote them itself" and would keep the old.
     """
-    held_ids = sorted(ctx.current_versions, key=lambda i: (len(i), i))
+    held_ids = _HeldIds(ctx.current_versions)
     fetched: list[Fetched] = []
     found: list[tuple[Revoked, tuple[str, ...]]] = []
     unheld: list[Revoked] = []
@@ -145,9 +151,8 @@ def settle(
         if isinstance(item, Fetched):
             fetched.append(item)
             continue
-        pattern = item.held
-        ids = tuple(i for i in held_ids if pattern.fullmatch(i)) if pattern is not None else ()
-        if not held_ids or (pattern is not None and not ids):
+        ids = held_ids.matching(item.held) if item.held is not None else ()
+        if not held_ids.ids or (item.held is not None and not ids):
             unheld.append(item)
         else:
             found.append((item, ids))
@@ -160,6 +165,71 @@ def settle(
         new = any(ctx.current_versions.get(i) not in _markers(versioner, i, r.obj.path) for i in marked)
         revoked.append(Revocation(r.obj, r.reason, chosen, ids, new))
     return fetched, sorted(revoked, key=lambda r: r.obj.index)
+
+
+class _HeldIds:
+    """The pod's ids, sorted so a pattern with a literal start looks only at ids that share it."""
+
+    def __init__(self, versions: Mapping[str, str]) -> None:
+        self.ids = sorted(versions)
+        self.budget = MATCH_BUDGET
+
+    def matching(self, pattern: re.Pattern[str]) -> tuple[str, ...]:
+        """The ids ``pattern`` fully matches, shortest first; none once the budget is spent
+        (the object then counts as not held: the Mount fails and nothing is removed)."""
+        prefix = _literal_prefix(pattern.pattern)
+        start = bisect.bisect_left(self.ids, prefix)
+        out: list[str] = []
+        for object_id in itertools.islice(self.ids, start, None):
+            if not object_id.startswith(prefix):
+                break
+            self.budget -= len(object_id) + 1
+            if self.budget < 0:
+                return ()
+            if pattern.fullmatch(object_id):
+                out.append(object_id)
+        return tuple(sorted(out, key=lambda i: (len(i), i)))
+
+
+def _literal_prefix(pattern: str) -> str:
+    """The literal text every match of ``pattern`` starts with ("" if unsure): the escaped stem
+    of ``re.escape(stem) + "(?:...)?"``."""
+    chars: list[str] = []
+    i = 0
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\" and i + 1 < len(pattern) and not pattern[i + 1].isalnum():
+            chars.append(pattern[i + 1])
+            i += 2
+            continue
+        if c == "\\" or c in ".^$*+?{}[]|()":
+            break
+        chars.append(c)
+        i += 1
+    if i < len(pattern) and pattern[i] in "*?{" and chars:
+        chars.pop()
+    return "" if _alternation_at_top(pattern) else "".join(chars)
+
+
+def _alternation_at_top(pattern: str) -> bool:
+    depth, i, in_class = 0, 0, False
+    while i < len(pattern):
+        c = pattern[i]
+        if c == "\\":
+            i += 2
+            continue
+        if in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+        elif c == "|" and depth == 0:
+            return True
+        i += 1
+    return False
 
 
 def kept(objects: Sequence[SecretObject], revoked: Sequence[Revocation]) -> list[SecretObject]:

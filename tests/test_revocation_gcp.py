@@ -113,3 +113,18 @@ def test_parameter_manager_version_disabled_leaves_on_rotation(start_daemon, gcp
     again = rotate(d, "spc", params, pod, first)
     assert set(files_of(again)) == {"cfg"}
     assert [r["reason"] for r in revoke_records(d)] == ["disabled"]
+
+
+def test_hostile_current_versions_cost_bounded_work(gcp, mounted):
+    """Thousands of long ids that share the revoked object's id as a prefix (the request's own
+    data): matching stays bounded and still finds the id the pod really holds."""
+    import time
+
+    d, pod, first = mounted
+    gcp.sm.set_state(DB, 2, "DISABLED")
+    junk = [(f"{DB}/versions/2#{'x' * 900}{n}", "v") for n in range(3000)]
+    started = time.monotonic()
+    again = d.client.mount(mount_request("spc", PARAMS, pod, current=[*held(first), *junk]))
+    assert time.monotonic() - started < 10
+    assert set(files_of(again)) == {"cfg"}
+    assert revoke_records(d)[0]["object"]["ids"] == [f"{DB}/versions/2"]
