@@ -239,7 +239,8 @@ OPTIONS: tuple[Option, ...] = (
             Option(
                 f"{name}_burst",
                 int(burst),
-                f"Requests to one {name} endpoint that may go at once before {name}_rate applies (1 or more).",
+                f"Requests to one {name} endpoint that may go at once before {name}_rate applies "
+                "(1 or more).",
                 "int",
             ),
         )
