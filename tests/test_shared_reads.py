@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from jwt.algorithms import RSAAlgorithm
 
 from keygate_dev.driver_client import Pod
+from provider import metrics
 from provider.domain import FetchContext, PodIdentity
 from provider.errors import DeadlineExceeded, KeygateError, SecretNotFound
 from providers.common.shared_reads import SharedReads, identity
@@ -84,6 +85,10 @@ def test_concurrent_identical_reads_share_one_call_and_its_result():
         backend.release.set()
         assert await asyncio.gather(*tasks) == ["value"] * 5
         assert backend.calls == 1 and shared.stats.leaders == 1 and shared.stats.followers == 4
+        hits = metrics.REGISTRY.get_sample_value(
+            "keygate_cache_hits_total", {"backend": "test", "cache": "shared_reads"}
+        )
+        assert hits is not None and hits >= 4
         assert shared.in_flight == 0
         await shared.read("k", backend.read, ctx())  # nothing cached: a new read
         assert backend.calls == 2

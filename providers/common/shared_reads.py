@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from provider import metrics
 from provider.bounded_cache import BoundedCache, approx_size
 from provider.domain import FetchContext
 from provider.errors import DeadlineExceeded, KeygateError
@@ -142,15 +143,18 @@ class SharedReads(Generic[T]):
             hit = self._cache.get(key)
             if hit is not None:
                 self.stats.cache_hits += 1
+                metrics.record_cache_hit(self.backend, "shared_reads")
                 return hit
         flight = self._flights.get(key)
         if flight is None:
             self.stats.leaders += 1
+            metrics.record_cache_miss(self.backend, "shared_reads")
             task = asyncio.get_running_loop().create_task(self._lead(key, call, private))
             task.add_done_callback(_retrieve)
             flight = self._flights[key] = _Flight(task, owner)
         else:
             self.stats.followers += 1
+            metrics.record_cache_hit(self.backend, "shared_reads")
         value = await self._wait(key, flight, ctx)
         if flight.owner != owner and private is not None and private(value):
             return await call()
