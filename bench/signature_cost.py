@@ -2,7 +2,7 @@
 
 Run from the repository root:  ``PYTHONPATH=. python bench/signature_cost.py [--n 200]``
 
-It starts the test OCI registry (HTTPS on 127.0.0.1, tests/oci_registry.py), pushes an image
+It starts the test OCI registry (HTTPS on 127.0.0.1, keygate_dev/oci_registry.py), pushes an image
 signed with a cosign key and one with a keyless Sigstore bundle from the test Sigstore
 (tests/sigstore_fakes.py), and times the daemon's own :class:`SignatureChecker` for one
 container:
@@ -23,12 +23,12 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from keygate_dev.oci_registry import running_registry
+from keygate_dev.signing import CosignKey, cosign_sign
 from provider.attest.kube import Container
 from provider.attest.policy import parse_policy
 from provider.attest.signatures.checker import SignatureChecker
 from provider.attest.signatures.registry import RegistrySettings
-from tests.oci_registry import running_registry
-from tests.signing import CosignKey, cosign_sign
 from tests.sigstore_fakes import BUNDLE_V03, FakeSigstore
 
 WORKFLOW = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads/main"

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import grpc
 
+from keygate_dev.signing import CosignKey
 from tests.revocation_helpers import files_of, refused, revoke_records
-from tests.signing import CosignKey
 from tests.test_signatures import Env, cosign_key, env, registry  # noqa: F401
 
 

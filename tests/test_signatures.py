@@ -1,7 +1,7 @@
 """cosign key-based image signatures in the release policy, through real attested Mounts.
 
 The images, keys and signatures are made here and pushed to a real HTTPS OCI registry
-(tests/oci_registry.py); the Pod comes from the local Kubernetes API; the daemon reads the
+(keygate_dev/oci_registry.py); the Pod comes from the local Kubernetes API; the daemon reads the
 signature artifact, verifies it and releases or refuses. Each negative case builds exactly the
 artifact an attacker (or a careless pipeline) could push.
 """
@@ -18,10 +18,8 @@ from typing import Any
 import pytest
 
 from keygate_dev.devcluster import PodSpec
-from tests.adversarial import refused, released, request_for
-from tests.kubeapi import DevCluster, make_pod
-from tests.oci_registry import OCIRegistry, running_registry
-from tests.signing import (
+from keygate_dev.oci_registry import OCIRegistry, running_registry
+from keygate_dev.signing import (
     CosignKey,
     cosign_sign,
     layer,
@@ -29,6 +27,8 @@ from tests.signing import (
     push_signatures,
     signature_tag,
 )
+from tests.adversarial import refused, released, request_for
+from tests.kubeapi import DevCluster, make_pod
 
 DENIED = "PermissionDenied"
 UNAVAILABLE = "BackendUnavailable"
@@ -221,7 +221,7 @@ def _another_key(env: Env) -> str:
 def _tampered_blob(env: Env) -> str:
     image = env.image()
     data = payload(f"{env.registry.host}/{REPO}", digest_of(image))
-    from tests.oci_registry import digest_of as blob_digest
+    from keygate_dev.oci_registry import digest_of as blob_digest
 
     env.registry.blob_override[blob_digest(data)] = data.replace(b"cosign container", b"cosign-container")
     return image

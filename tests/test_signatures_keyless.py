@@ -18,9 +18,9 @@ import pytest
 
 pytest.importorskip("sigstore")
 
+from keygate_dev.oci_registry import OCIRegistry, running_registry
+from keygate_dev.signing import CosignKey
 from tests.adversarial import refused, released
-from tests.oci_registry import OCIRegistry, running_registry
-from tests.signing import CosignKey
 from tests.sigstore_fakes import BUNDLE_V03, FakeCA, FakeSigstore
 from tests.test_signatures import Env
 
@@ -94,7 +94,7 @@ def test_email_identity(env: Env, sigstore: FakeSigstore):
 
 
 def test_keyless_and_key_requirements_together(env: Env, sigstore: FakeSigstore):
-    from tests.signing import cosign_sign
+    from keygate_dev.signing import cosign_sign
 
     env.key.write_public(env.tmp / "cosign.pub")
     d = env.daemon(keyless(env, sigstore), {"name": "ci-key", "publicKeys": ["cosign.pub"]})

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from keygate_dev.signing import CosignKey
 from provider.cli import main
-from tests.signing import CosignKey
 
 HEX = "3f" * 32
 

@@ -1,4 +1,5 @@
-"""A small OCI registry for tests: the distribution API v2 read side over real HTTPS.
+"""A small OCI registry for the tests and ``keygate demo``: the distribution API v2 read side
+over real HTTPS, so image signatures are read the way the daemon reads them from a real registry.
 
 ``GET /v2/`` (ping), ``GET``/``HEAD /v2/<name>/manifests/<tag|digest>`` with the stored
 Content-Type and ``Docker-Content-Digest``, ``GET /v2/<name>/blobs/<digest>``, 404s with the
@@ -11,7 +12,8 @@ API (``push_blob``/``push_manifest``), the way ``crane``/``cosign`` would over t
 Faults for the negative cases: ``fail_status`` (answer every request with it), ``delay``
 (seconds before answering), ``oversize`` (pad manifests past keygate's cap), ``blob_override``
 (serve other bytes for a digest), ``blob_redirect`` (answer blob GETs with a 307 to
-``/storage/<digest>`` over ``https`` or ``http``, as registries send clients to blob storage). ``hits`` records (method, path) of each request.
+``/storage/<digest>`` over ``https`` or ``http``, as registries send clients to blob storage).
+``hits`` records (method, path) of each request.
 """
 
 from __future__ import annotations
@@ -235,8 +237,8 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if url.path.startswith("/storage/"):
             data = None
-            for repo in reg.repos.values():
-                data = data or repo.blobs.get(url.path.rsplit("/", 1)[1])
+            for stored in reg.repos.values():
+                data = data or stored.blobs.get(url.path.rsplit("/", 1)[1])
             if data is None:
                 self._error(404, "BLOB_UNKNOWN", "blob unknown to storage")
             else:

@@ -1,4 +1,5 @@
-"""Test helpers that sign images the way cosign does and push the signatures to the test registry.
+"""Sign images the way cosign does and push the signatures to :mod:`keygate_dev.oci_registry`
+(for the tests and ``keygate demo``).
 
 The signature artifact is cosign's: an OCI image manifest tagged ``sha256-<hex>.sig`` whose
 layers are simple-signing payloads with the base64 signature in the layer annotation.
@@ -17,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 
-from tests.oci_registry import OCI_CONFIG, OCI_MANIFEST, OCIRegistry
+from keygate_dev.oci_registry import OCI_CONFIG, OCI_MANIFEST, OCIRegistry
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -39,8 +40,10 @@ class CosignKey:
         return cls(rsa.generate_private_key(65537, int(kind.removeprefix("rsa"))))
 
     def public_pem(self) -> bytes:
-        return self.private.public_key().public_bytes(
-            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        return bytes(
+            self.private.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
         )
 
     def write_public(self, path: Path) -> Path:
