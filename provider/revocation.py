@@ -109,7 +109,9 @@ async def attest(attestor: Attestor, ctx: MountContext, objects: Sequence[Secret
 
     A first mount is attested exactly as before (a refusal fails it). On a rotation the pod is
     attested without its objects first, so a refusal of the pod itself is told apart from a
-    refusal of some objects; only refusals in :data:`POLICY_DENIALS` (the pod's images) revoke.
+    refusal of some objects; only refusals in :data:`POLICY_DENIALS` (the pod's images) or that
+    the attestor marked ``Gone.POLICY`` (no rule covers the verified pod under ``default: deny``)
+    revoke.
     """
     store = _policy_of(attestor)
     if not ctx.current_versions or store is None:
@@ -119,7 +121,7 @@ async def attest(attestor: Attestor, ctx: MountContext, objects: Sequence[Secret
     try:
         identity = await attestor.attest(ctx, [])
     except PermissionDenied as exc:
-        if reason_of(exc) not in POLICY_DENIALS:
+        if reason_of(exc) not in POLICY_DENIALS and exc.gone is not Gone.POLICY:
             raise
         identity = PodIdentity(pod.namespace, pod.name, pod.uid, pod.service_account)
         refusals = {obj.index: exc for obj in objects}

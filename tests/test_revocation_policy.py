@@ -144,3 +144,72 @@ def test_lint_reads_the_same_revocation_parameter(tmp_path, capsys, node_key, va
     assert (code == 0) == (errors == 0)
     if errors:
         assert "must be one of remove, empty" in out
+
+
+NO_RULE = "default: deny\n" + POLICY.replace("serviceAccounts: [api]", "serviceAccounts: [web]")
+
+
+def test_default_deny_without_a_rule_revokes_on_rotation(setup, policy_file, kube):
+    d, _, params, who, first = setup
+    hits = kube.hits.get("pod", 0)
+    write(policy_file, NO_RULE)
+    again = rotate(d, "s", params, who, first)
+    # the verified pod's identity is refused outright: every object goes (all emptied, as none is left)
+    assert files_of(again) == dict.fromkeys(NAMES, b"")
+    records = revoke_records(d)
+    assert {r["reason"] for r in records} == {"policy"} and len(records) == 3
+    assert {r["object"]["name"] for r in records} == set(NAMES)
+    assert kube.hits.get("pod", 0) > hits, "the Pod is checked before anything is revoked"
+    still = rotate(d, "s", params, who, again)
+    assert files_of(still) == files_of(again) and len(revoke_records(d)) == 3
+    # the rule back: served again
+    write(policy_file, POLICY)
+    assert files_of(rotate(d, "s", params, who, still)) == dict.fromkeys(NAMES, SECRET)
+
+
+def test_default_deny_first_mount_is_still_refused_before_the_pod_is_read(
+    attest_daemon, kube, node_key, policy_file
+):
+    write(policy_file, NO_RULE)
+    d = attest_daemon(release_policy=str(policy_file))
+    pod = make_pod(kube, namespace="payments", service_account="api", images={"app": APP})
+    hits = kube.hits.get("pod", 0)
+    err = refused(d, mount_request("s", spc(node_key, "payments", NAMES), driver_pod(pod, kube.mint(pod))))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "default is deny" in (err.details() or "")
+    assert kube.hits.get("pod", 0) == hits and revoke_records(d) == []
+
+
+def test_default_deny_token_failure_on_rotation_removes_nothing(setup, kube, policy_file):
+    d, pod, params, _, first = setup
+    write(policy_file, NO_RULE)
+    err = refused(d, mount_request("s", params, driver_pod(pod, kube.mint(pod) + "x"), current=held(first)))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert revoke_records(d) == []
+
+
+def test_default_deny_pod_gone_or_replaced_on_rotation_removes_nothing(setup, kube, policy_file):
+    d, pod, params, who, first = setup
+    write(policy_file, NO_RULE)
+    kube.remove_pod(pod)
+    err = refused(d, mount_request("s", params, who, current=held(first)))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "default is deny" not in (err.details() or "")
+    make_pod(
+        kube,
+        namespace="payments",
+        service_account="api",
+        images={"app": APP},
+        uid="11111111-2222-4333-8444-555555555555",
+    )
+    err = refused(d, mount_request("s", params, who, current=held(first)))
+    assert err.code() == grpc.StatusCode.PERMISSION_DENIED and "UID" in (err.details() or "")
+    assert revoke_records(d) == []
+
+
+def test_default_deny_api_failure_on_rotation_removes_nothing(setup, kube, policy_file):
+    d, _, params, who, first = setup
+    write(policy_file, NO_RULE)
+    kube.api_token = "rotated-elsewhere"  # the API now refuses keygate's credentials
+    err = refused(d, mount_request("s", params, who, current=held(first)))
+    assert err.code() == grpc.StatusCode.UNAVAILABLE
+    assert revoke_records(d) == []

@@ -3,6 +3,9 @@
 Order matters for cost and for clarity: the token (local, microseconds with cached keys) proves
 who is asking; the release policy (local) says whether that identity may have these objects;
 only then is the Pod read from the API to check its UID, service account, node and images.
+On a rotation, a policy with no rule for the identity (``default: deny``) is a
+revocation, not a failure (:mod:`provider.revocation`): the Pod is checked first, and only then
+is the refusal marked ``gone`` (``Gone.POLICY``), so a replaced or foreign pod still fails closed.
 """
 
 from __future__ import annotations
@@ -11,13 +14,13 @@ from collections.abc import Sequence
 
 from provider import metrics
 from provider.attest.images import ImageRules, check_images
-from provider.attest.kube import KubeAPI
+from provider.attest.kube import KubeAPI, PodInfo
 from provider.attest.policy import PolicyStore
 from provider.attest.reasons import Denial, reason_of, tag
 from provider.attest.signatures.checker import SignatureChecker
 from provider.attest.tokens import TokenVerifier
 from provider.domain import PodIdentity, SecretObject
-from provider.errors import KeygateError, PermissionDenied, Unauthenticated
+from provider.errors import Gone, KeygateError, PermissionDenied, Unauthenticated, gone
 from provider.request import ATTR_TOKENS, MountContext
 
 CSI_DRIVER = "secrets-store.csi.k8s.io"
@@ -86,25 +89,21 @@ class PodAttestor:
     async def _attest(self, ctx: MountContext, objects: Sequence[SecretObject]) -> PodIdentity:
         pod = ctx.pod
         await self.verifier.verify(self._token(ctx), pod)
-        rule = self.policy.current().rule_for(pod.namespace, pod.service_account)
+        try:
+            rule = self.policy.current().rule_for(pod.namespace, pod.service_account)
+        except PermissionDenied as exc:
+            if not ctx.current_versions:
+                raise
+            # A rotation: the policy refuses a verified identity, a revocation once the Pod matches.
+            if self.kube is not None:
+                await self._read_pod(self.kube, ctx)
+            raise gone(exc, Gone.POLICY) from None
         if rule is not None:
             for obj in objects:
                 rule.check_object(obj, pod.namespace)
         if self.kube is not None:
             where = f"pod {pod.namespace}/{pod.name}"
-            info = await self.kube.get_pod(pod.namespace, pod.name)
-            if info.uid != pod.uid:
-                raise _pod_mismatch(
-                    f"{where} in the Kubernetes API has UID {info.uid!r}, not the mount's {pod.uid!r} "
-                    "(the pod was replaced; the kubelet will retry with the new pod)"
-                )
-            if info.service_account != pod.service_account:
-                raise _pod_mismatch(
-                    f"{where} runs as service account {info.service_account!r} in the API, "
-                    f"not {pod.service_account!r} as the mount claims"
-                )
-            if self.node_name and info.node_name and info.node_name != self.node_name:
-                raise _pod_mismatch(f"{where} is scheduled on node {info.node_name!r}, not this node")
+            info = await self._read_pod(self.kube, ctx)
             check_images(info.containers, rule.images if rule is not None else ImageRules(), where)
             if rule is not None and rule.images.signatures:
                 if self.signatures is None:
@@ -125,6 +124,25 @@ class PodAttestor:
             service_account=pod.service_account,
             node_identity=rule.node_identity if rule is not None else frozenset(),
         )
+
+    async def _read_pod(self, kube: KubeAPI, ctx: MountContext) -> PodInfo:
+        """The Pod from the API, refused unless its UID, service account and node match the mount."""
+        pod = ctx.pod
+        where = f"pod {pod.namespace}/{pod.name}"
+        info = await kube.get_pod(pod.namespace, pod.name)
+        if info.uid != pod.uid:
+            raise _pod_mismatch(
+                f"{where} in the Kubernetes API has UID {info.uid!r}, not the mount's {pod.uid!r} "
+                "(the pod was replaced; the kubelet will retry with the new pod)"
+            )
+        if info.service_account != pod.service_account:
+            raise _pod_mismatch(
+                f"{where} runs as service account {info.service_account!r} in the API, "
+                f"not {pod.service_account!r} as the mount claims"
+            )
+        if self.node_name and info.node_name and info.node_name != self.node_name:
+            raise _pod_mismatch(f"{where} is scheduled on node {info.node_name!r}, not this node")
+        return info
 
     def check_release(self, identity: PodIdentity, objects: Sequence[SecretObject]) -> None:
         """The release policy again, for objects known only after attestation (a selector's
