@@ -56,13 +56,24 @@ def _parser() -> argparse.ArgumentParser:
     config_mod.add_flags(serve)
 
     demo = sub.add_parser(
-        "demo", help="seal two sample secrets, mount them through a live daemon, show the files and audit"
+        "demo",
+        help="attested mounts via a live daemon: signed image released, unsigned refused, live revocation",
+        description="Run a daemon with attestation on against in-process stand-ins (a Kubernetes API "
+        "minting real pod tokens, an HTTPS OCI registry) and send the driver's Mounts for two sealed "
+        "secrets: a pod running a cosign-signed image is released; one running an unsigned image "
+        "(signature_missing), one running a tag and one presenting another pod's token are refused; "
+        "then the release policy stops allowing api-token and the rotation Mount takes it out of "
+        "the pod's volume (a revoke audit record). Prints the SPC, the policy and the audit "
+        "records; values are masked. Needs a source checkout (the keygate_dev package).",
     )
     demo.add_argument(
         "--show-values", action="store_true", help="print file contents instead of masking them"
     )
     demo.add_argument(
-        "--keep", metavar="DIR", help="copy the demo's SPC (spc.yaml) and audit file (audit.jsonl) to DIR"
+        "--keep",
+        metavar="DIR",
+        help="copy the demo's SPC (spc.yaml), release policy (policy.yaml, cosign.pub) and audit file "
+        "(audit.jsonl) to DIR",
     )
 
     keygen = sub.add_parser("keygen", help="make a node key pair for the sealed backend")

@@ -1,9 +1,10 @@
-"""``keygate demo``: runs :mod:`keygate_dev.demo` (the whole path, attestation included; it
-prints the SPC it used and the audit file's path, and ``--keep DIR`` keeps both).
+"""``keygate demo``: runs :mod:`keygate_dev.demo` (the whole path, attestation included: a signed
+image released, an unsigned one refused, a revoked secret leaving the pod's volume on rotation;
+it prints the SPC, the release policy and the audit records, and ``--keep DIR`` keeps them).
 
-The demo needs the development stand-ins (a Kubernetes API stand-in, a driver client), which are
-not part of the installed product or the daemon image. In a source checkout installed with
-``pip install -e .`` they sit beside this package and are found there.
+The demo needs the development stand-ins (a Kubernetes API stand-in, an OCI registry, cosign-style
+signing, a driver client), which are not part of the installed product or the daemon image. In a
+source checkout installed with ``pip install -e .`` they sit beside this package and are found there.
 """
 
 from __future__ import annotations

@@ -125,11 +125,27 @@ def test_no_secret_or_token_in_logs_errors_or_audit(attest_daemon, kube, node_ke
         assert kube.api_token not in text, name
 
 
-def test_demo_shows_allowed_and_denied_with_audit(capsys):
+def test_demo_shows_signed_released_unsigned_refused_and_revocation(capsys):
     from provider.demo import run_demo
 
     assert run_demo() == 0
     out = capsys.readouterr().out
-    assert "RELEASED 2 files" in out and out.count("   DENIED ") == 2
-    assert "not pinned by digest" in out and '"decision": "release"' in out and '"decision": "deny"' in out
-    assert "correct horse" not in out
+    signed, unsigned, tag, stolen, revocation = (out.split(f"\n{n}. ", 1)[1] for n in range(1, 6))
+    assert "(pinned, signed)" in signed and "RELEASED 2 files" in signed.split("\n2. ")[0]
+    # the unsigned image: refused with the daemon's one-line error and the audit record's category
+    step = unsigned.split("\n3. ")[0]
+    assert "DENIED PERMISSION_DENIED: [PermissionDenied] container `batch`" in step
+    assert "has no signature" in step and "cosign sign --key" in step
+    assert "audit record: decision deny, denial_reason signature_missing" in step
+    assert "not pinned by digest" in tag.split("\n4. ")[0]
+    assert "DENIED UNAUTHENTICATED" in stolen.split("\n5. ")[0]
+    # the rotation Mount after the policy change: api-token (tokens/api) leaves the volume
+    step = revocation.split("\naudit records")[0]
+    assert "RELEASED 1 file:" in step and "db-password" in step
+    assert "before: db-password, tokens/api" in step and "after:  db-password   (tokens/api removed)" in step
+    assert "audit record: decision revoke, reason policy, object api-token, outcome removed" in step
+    audit = out.split("\naudit records", 1)[1]
+    decisions = [json.loads(line)["decision"] for line in audit.splitlines()[1:] if line.startswith("  {")]
+    assert decisions == ["release", "deny", "deny", "deny", "release", "revoke"]
+    assert '"denial_reason": "signature_missing"' in audit
+    assert "correct horse" not in out and "tok_demo" not in out

@@ -293,8 +293,21 @@ def test_demo_prints_its_spc_and_audit_file_and_the_shared_digest_hint(tmp_path)
     assert "audit file: " in done.stdout
     assert pin_hint("nginx:1.27") in done.stdout  # the daemon's denial
     kept = tmp_path / "spc.yaml"
-    assert (tmp_path / "audit.jsonl").read_text().count('"decision"') == 3
+    decisions = [json.loads(line)["decision"] for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert decisions == ["release", "deny", "deny", "deny", "release", "revoke"]
     assert keygate("lint", str(kept)).returncode == ExitCode.OK
+    # the kept policy and its key lint as the daemon loads them; the pod's image needs the signature
+    web = tmp_path / "web.yaml"
+    web.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: web, namespace: demo}\nspec:\n  serviceAccountName: web\n"
+        f"  containers: [{{name: web, image: 'registry.example/example/web@sha256:{'3f' * 32}', "
+        "volumeMounts: [{name: s, mountPath: /s}]}]\n"
+        "  volumes: [{name: s, csi: {driver: secrets-store.csi.k8s.io, readOnly: true, "
+        "volumeAttributes: {secretProviderClass: demo-secrets}}}]\n"
+    )
+    checked = keygate("lint", str(kept), str(web), "--policy", str(tmp_path / "policy.yaml"))
+    assert checked.returncode == ExitCode.OK, checked.stdout
+    assert "needs signatures: 'demo-release-key' (cosign key: " in checked.stdout
     pod = tmp_path / "pod.yaml"
     pod.write_text(
         "apiVersion: v1\nkind: Pod\nmetadata: {name: legacy, namespace: demo}\nspec:\n"
