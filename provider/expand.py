@@ -4,23 +4,27 @@ checked like written ones (schema, then the release policy again, now for the co
 
 Which upstream objects a selector names is only known once its backend has listed them, so
 the release policy is asked twice: before (for the selector's own prefix, as for any object)
-and after (for each concrete object); one refused object refuses the Mount. Each Mount lists
-anew, so rotation picks up added objects, and removed ones are simply not returned any more
-(the driver removes their files).
+and after (for each concrete object); one refused object refuses a first mount. On a rotation
+a refused object the pod holds is revoked instead, like any other (:mod:`provider.revocation`).
+Each Mount lists anew, so rotation picks up added objects, and removed ones are simply not
+returned any more (the driver removes their files; a rotation records each as revoked,
+``not_found``, where the backend can tell which of the pod's ids were the selector's).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from provider import metrics
+from provider import metrics, revocation
 from provider.attest import InsecureTrustAttributes
-from provider.domain import FetchContext, SecretObject
+from provider.domain import FetchContext, Revoked, SecretObject
 from provider.errors import BackendUnavailable, InvalidSPC, KeygateError, PermissionDenied
 from provider.spc import MAX_OBJECTS, check_objects
 from providers.common.runtime import gather_all
@@ -31,13 +35,26 @@ from providers.registry import Registry
 log = logging.getLogger("keygate.mount")
 
 
+@dataclass(frozen=True, slots=True)
+class Expanded:
+    """A Mount's objects with selectors expanded; on a rotation also the expanded objects the
+    release policy now refuses (revoked where held) and each selector's id pattern (for the
+    objects its listing no longer returns, :func:`provider.revocation.vanished`)."""
+
+    objects: list[SecretObject]
+    refused: list[Revoked] = field(default_factory=list)
+    domains: list[tuple[SecretObject, re.Pattern[str]]] = field(default_factory=list)
+
+
 async def expand_selectors(
     registry: Registry,
     attestor: Any,
     maximum: int,
     ctx: FetchContext,
     objects: Sequence[SecretObject],
-) -> list[SecretObject]:
+    *,
+    rotation: bool = False,
+) -> Expanded:
     """``objects`` with every selector replaced by its expansion, in SPC order; all checked."""
     check_cap(objects, maximum)
     groups: dict[str, list[SecretObject]] = defaultdict(list)
@@ -74,6 +91,17 @@ async def expand_selectors(
             f"the selectors expand this SecretProviderClass to {len(out)} objects; the limit is {MAX_OBJECTS}"
         )
     check_objects(expanded, ctx.parameters, registry, FirstError())
+    refusals = revocation.refused_now(attestor, ctx.pod, expanded) if rotation else None
+    if refusals is not None:
+        refused = revocation.expanded_refusals(refusals, registry.get, ctx.parameters)
+        taken = {id(r.obj) for r in refused}
+        domains = [
+            (obj, pattern)
+            for obj in objects
+            if is_selector(obj)
+            and (pattern := revocation.held_pattern(registry.get(obj.backend), obj, ctx.parameters))
+        ]
+        return Expanded([obj for obj in out if id(obj) not in taken], refused, domains)
     recheck = getattr(attestor, "check_release", None)
     if recheck is not None:
         recheck(ctx.pod, expanded)
@@ -82,7 +110,7 @@ async def expand_selectors(
             "this daemon's attestor cannot check expanded objects against the release policy "
             "(no check_release), so selectors are refused; list the objects one by one"
         )
-    return out
+    return Expanded(out)
 
 
 async def _guarded(

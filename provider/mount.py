@@ -25,7 +25,7 @@ from provider.errors import (
     KeygateError,
     ResourceExhausted,
 )
-from provider.expand import expand_selectors
+from provider.expand import Expanded, expand_selectors
 from provider.files import PathClaims, clean_path
 from provider.health import Readiness
 from provider.memory import TRIMMER
@@ -166,22 +166,30 @@ class Mounter:
                 spc_mode = revocation.spc_mode(ctx.parameters)
                 decision = await revocation.attest(self.attestor, ctx, objects)
                 identity, objects = decision.identity, decision.allowed(objects)
+                expanded = Expanded(list(objects))
                 if any(is_selector(obj) for obj in objects):
                     fctx = self._context(ctx, identity, deadline)
-                    objects = seen.objects = await expand_selectors(
-                        self.registry, self.attestor, self.selector_max_objects, fctx, objects
+                    expanded = await expand_selectors(
+                        self.registry,
+                        self.attestor,
+                        self.selector_max_objects,
+                        fctx,
+                        objects,
+                        rotation=bool(ctx.current_versions),
                     )
+                    objects = seen.objects = expanded.objects
                 items = await self._fetch(ctx, identity, objects, deadline)
         except TimeoutError:
             raise DeadlineExceeded(
                 f"the mount did not finish within {self.timeout:g}s; a backend is slow or unreachable"
             ) from None
         fetched, revoked = revocation.settle(
-            ctx, [*items, *decision.refused], decision.mode(spc_mode), self.versioner
+            ctx, [*items, *decision.refused, *expanded.refused], decision.mode(spc_mode), self.versioner
         )
         kept = revocation.kept(objects, revoked)
         files, versions = self._assemble(ctx, kept, [*fetched, *revocation.placeholders(revoked)])
         versions += revocation.tombstones(revoked, self.versioner, (i for i, _ in versions))
+        revoked += revocation.vanished(ctx, expanded.domains, (i for i, _ in versions), self.versioner)
         if self.write_files:
             await asyncio.to_thread(
                 write_atomic, ctx.target_path, files, pod_uid=identity.uid, rules=self.target_rules

@@ -22,7 +22,7 @@ from __future__ import annotations
 import bisect
 import itertools
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from provider import metrics
@@ -32,6 +32,7 @@ from provider.attest.reasons import Denial, reason_of
 from provider.domain import Fetched, PodIdentity, Revoked, SecretObject
 from provider.errors import Gone, InvalidSPC, PermissionDenied, gone
 from provider.request import MountContext
+from provider.spc import MAX_OBJECTS
 from provider.versions import Versioner
 
 PARAMETER = "revocation"
@@ -41,6 +42,8 @@ PLACEHOLDER_VERSION = "revoked"
 # Characters of held ids the "held" patterns of one Mount may examine; ids and objects both come
 # from the request, so matching is bounded like everything else an attacker can size.
 MATCH_BUDGET = 32 * 1024 * 1024
+MAX_VANISHED = MAX_OBJECTS  # records of ids a selector no longer lists, per Mount
+NEVER = re.compile(r"(?!)")  # the held pattern of an object whose ids cannot be told: never held
 
 # Refusals that come after the token and the Pod were verified: the policy saying no to a pod
 # that is who it claims to be. Everything else (token, Pod, API, registry unreachable, a
@@ -134,6 +137,76 @@ async def attest(attestor: Attestor, ctx: MountContext, objects: Sequence[Secret
         if obj.index in refusals
     )
     return Decision(identity, refused, policy.revocation_for(identity.namespace, identity.service_account))
+
+
+def held_pattern(backend: object, obj: SecretObject, parameters: Mapping[str, str]) -> re.Pattern[str] | None:
+    """The backend's regular expression for the ids ``obj`` is served under (for a selector, the
+    ids of anything it may list): its optional ``held``; None where it cannot tell without a read."""
+    hook = getattr(backend, "held", None)
+    raw = hook(obj, parameters) if hook is not None else None
+    return re.compile(raw) if isinstance(raw, str) and raw else None
+
+
+def refused_now(
+    attestor: Attestor, identity: PodIdentity, objects: Sequence[SecretObject]
+) -> list[tuple[SecretObject, PermissionDenied]] | None:
+    """Each object the release policy refuses now, with why (a rotation's expanded objects, which
+    share their selector's index); None when the attestor has no policy store to ask."""
+    store = _policy_of(attestor)
+    if store is None:
+        return None
+    policy = store.current()
+    return [
+        (obj, exc)
+        for obj in objects
+        for exc in policy.refusals(identity.namespace, identity.service_account, [obj]).values()
+    ]
+
+
+def expanded_refusals(
+    refusals: Sequence[tuple[SecretObject, PermissionDenied]],
+    backend_of: Callable[[str], object],
+    parameters: Mapping[str, str],
+) -> list[Revoked]:
+    """Refused expanded objects as revocations, held when one of the pod's ids is theirs (by
+    their backend's ``held``); a backend that cannot tell holds none, so the Mount fails."""
+    return [
+        Revoked(
+            obj,
+            Gone.POLICY,
+            gone(exc, Gone.POLICY),
+            held_pattern(backend_of(obj.backend), obj, parameters) or NEVER,
+        )
+        for obj, exc in refusals
+    ]
+
+
+def vanished(
+    ctx: MountContext,
+    domains: Sequence[tuple[SecretObject, re.Pattern[str]]],
+    served: Iterable[str],
+    versioner: Versioner,
+) -> list[Revocation]:
+    """The pod's ids below a selector that this Mount no longer serves: objects the listing no
+    longer returns. Their files go (the driver removes what is not returned); each is recorded
+    once as ``not_found`` (its id is not sent back, so the next rotation no longer holds it).
+    The ids come from the request, so at most :data:`MAX_VANISHED` are recorded per Mount."""
+    if not domains or not ctx.current_versions:
+        return []
+    keep = set(served)
+    dropped = _HeldIds({i: v for i, v in ctx.current_versions.items() if i not in keep})
+    out: list[Revocation] = []
+    claimed: set[str] = set()
+    for obj, pattern in domains:
+        for object_id in dropped.matching(pattern):
+            if object_id in claimed:
+                continue
+            claimed.add(object_id)
+            new = ctx.current_versions[object_id] not in _markers(versioner, object_id, obj.path)
+            out.append(Revocation(obj, Gone.NOT_FOUND, REMOVE, (object_id,), new))
+            if len(out) >= MAX_VANISHED:
+                return out
+    return out
 
 
 def settle(

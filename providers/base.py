@@ -39,6 +39,11 @@ class Backend(Protocol):
     :class:`providers.common.selectors.Expansion`, each keeping its selector's ``index``), which
     the daemon checks against the schema and the release policy before fetching them. It must
     not read secret values. A backend without it refuses selectors with a clear error.
+
+    Optional: ``def held(obj, parameters) -> str | None``: a regular expression for the ids an
+    object is served under (for a selector, the ids of anything it may list), without a read.
+    On a rotation it tells whether the pod holds an expanded object the release policy now
+    refuses (revoked, not a failed Mount) and which ids a selector no longer lists.
     """
 
     name: ClassVar[str]

@@ -23,6 +23,7 @@ from typing import Any, ClassVar
 
 from provider.domain import FetchContext, Fetched, Revoked, SecretObject
 from provider.errors import KeygateError, PermissionDenied
+from providers.common import selectors
 from providers.common.ids import unique_ids
 from providers.common.rate_limit import RateLimits
 from providers.common.revoked import settle
@@ -122,6 +123,13 @@ class VaultBackend:
         from providers.vault import listing
 
         return await listing.expand(self, objs, ctx)
+
+    def held(self, obj: SecretObject, parameters: Mapping[str, str]) -> str:
+        """The ids ``obj`` is served under, or for a selector the ids of anything it may list,
+        as a regular expression and without a read (:mod:`provider.revocation`)."""
+        from providers.vault import listing
+
+        return listing.held_below(obj) if selectors.is_selector(obj) else gone.held(obj)
 
     async def _session(
         self, params: VaultParams, ctx: FetchContext, jwt: str, key: tuple[Any, ...]

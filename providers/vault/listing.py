@@ -8,6 +8,7 @@ engine that answers LIST) lists and reads ``<path>/<key>``. Which one a path is 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from functools import partial
 from typing import TYPE_CHECKING
@@ -63,6 +64,15 @@ def roots(base: str, known: bool, mount: str | None) -> tuple[str, str]:
             break
     tail = f"/{rest}" if rest else ""
     return f"{mount}/metadata{tail}", f"{mount}/data{tail}"
+
+
+def held_below(obj: SecretObject) -> str:
+    """A regular expression for the ids of every secret a selector may list: ``vault/<read
+    root>/...``, for each mount its ``secretPath`` may sit on (kv v1, or v2 with ``data``)."""
+    base = secret_path(obj.str_field("secretPath")).strip("/")
+    parts = base.split("/")
+    bases = {base, *(roots(base, True, "/".join(parts[:i]))[1] for i in range(1, len(parts) + 1))}
+    return "vault/(?:" + "|".join(re.escape(b) for b in sorted(bases)) + ")/.+"
 
 
 async def expand(
