@@ -49,7 +49,7 @@ def test_a_mount_arriving_during_a_get_waits_for_a_fresh_one():
         return PodInfo(namespace, name, uid, "app", "node-a", ())
 
     async def run() -> tuple[str, ...]:
-        reads = PodReads(fetch)
+        reads = PodReads(fetch, window=0)
         early = asyncio.ensure_future(reads.read("ns", "p"))
         joined = asyncio.ensure_future(reads.read("ns", "p"))  # before the GET is sent: shares it
         await asyncio.sleep(0)
@@ -229,3 +229,53 @@ def test_a_client_used_from_a_new_event_loop_reconnects(kube: DevCluster):
             assert asyncio.run(api.get_pod("default", "app-0")).name == "app-0"
     finally:
         asyncio.run(api.aclose())
+
+
+def test_the_next_get_gathers_mounts_for_a_short_window():
+    sent: list[asyncio.Event] = []
+
+    async def fetch(namespace: str, name: str) -> PodInfo:
+        release = asyncio.Event()
+        sent.append(release)
+        await release.wait()
+        return PodInfo(namespace, name, f"uid-{len(sent)}", "app", "node-a", ())
+
+    async def run() -> list[str]:
+        reads = PodReads(fetch, window=0.05)
+        first = asyncio.ensure_future(reads.read("ns", "p"))
+        await asyncio.sleep(0.01)
+        late = [asyncio.ensure_future(reads.read("ns", "p"))]
+        sent[0].set()
+        await first
+        await asyncio.sleep(0.01)  # within the window: still the same pending read
+        late.append(asyncio.ensure_future(reads.read("ns", "p")))
+        await asyncio.sleep(0)
+        assert len(sent) == 1
+        while len(sent) < 2:
+            await asyncio.sleep(0.005)
+        late.append(asyncio.ensure_future(reads.read("ns", "p")))  # the second GET is out: a third
+        sent[1].set()
+        await asyncio.sleep(0.07)
+        sent[2].set()
+        uids = [(await t).uid for t in late]
+        assert reads.sent == 3 and reads.shared == 1
+        return uids
+
+    assert asyncio.run(run()) == ["uid-2", "uid-2", "uid-3"]
+
+
+def test_an_uncontended_read_is_not_delayed(kube: DevCluster):
+    make_pod(kube)
+
+    async def run() -> float:
+        api = _api(kube)
+        api._reads.window = 5.0  # would show if a lone Mount waited for it
+        try:
+            await api.get_pod("default", "app-0")
+            started = asyncio.get_running_loop().time()
+            await api.get_pod("default", "app-0")
+            return asyncio.get_running_loop().time() - started
+        finally:
+            await api.aclose()
+
+    assert asyncio.run(run()) < 2.0

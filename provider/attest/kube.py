@@ -399,10 +399,17 @@ class PodReads:
     once a GET returns (the pod's UID, service account, node and images are checked against the
     token by each Mount). Entries exist only while a GET is pending, so there are at most two per
     pod being mounted. A refusal is copied for each Mount so their log fields stay their own.
+
+    The GET that waits for another also waits ``window`` seconds after it returns, so a pod mounted
+    over and over sends one GET per few milliseconds rather than one per round trip; a Mount of a
+    pod no other Mount is reading is never delayed.
     """
 
-    def __init__(self, fetch: Callable[[str, str], Awaitable[PodInfo]]) -> None:
+    WINDOW = 0.003
+
+    def __init__(self, fetch: Callable[[str, str], Awaitable[PodInfo]], window: float = WINDOW) -> None:
         self._fetch = fetch
+        self.window = window
         self._pending: dict[tuple[str, str], _Read] = {}
         self.sent = 0  # GETs sent
         self.shared = 0  # Mounts that joined a GET another Mount had asked for
@@ -434,6 +441,7 @@ class PodReads:
                 and ahead.task.get_loop() is asyncio.get_running_loop()
             ):
                 await asyncio.wait((ahead.task,))
+                await asyncio.sleep(self.window)
             read.sent = True
             self.sent += 1
             return await self._fetch(*key)
