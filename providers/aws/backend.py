@@ -83,7 +83,12 @@ class AWSBackend:
             return await self._pool.run(lambda: self.clients.get_parameters(client, targets))
 
         key = (service, target0.region, endpoint, self._reader(who, ctx), tuple(t for t, _ in targets))
-        return await self.shared.read(key, lambda: with_retries(attempt, ctx, gate=gate), ctx)
+        return await self.shared.read(
+            key,
+            lambda: with_retries(attempt, ctx, gate=gate),
+            ctx,
+            private=lambda values: any(v.missing is not None for v in values),  # never reuse a "gone"
+        )
 
     def _reader(self, who: Auth, ctx: FetchContext) -> tuple[str, ...]:
         """The shared-read identity: the IAM role and service account (IRSA), the pod (Pod Identity

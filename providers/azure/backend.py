@@ -147,6 +147,9 @@ class AzureBackend:
         listing = partial(client.versions, obj, target, clients)
         versions = await self._call(ctx, listing, (*share, "versions"))
         if version:
+            if version not in versions and self.shared.ttl > 0:
+                # a reused listing may predate the version's re-enabling: never revoke from one
+                versions = await self._call(ctx, listing, (*share, "versions"), fresh=True)
             if version not in versions:
                 missing = SecretNotFound(
                     f"objects[{obj.index}] {obj.name!r}: Key Vault {target.vault!r} has no enabled version "
@@ -172,7 +175,12 @@ class AzureBackend:
         return clients.key
 
     async def _call(
-        self, ctx: FetchContext, fn: Callable[[Mapping[str, Any]], T], share: tuple[Any, ...]
+        self,
+        ctx: FetchContext,
+        fn: Callable[[Mapping[str, Any]], T],
+        share: tuple[Any, ...],
+        *,
+        fresh: bool = False,
     ) -> T:
         """Run one blocking SDK call on the pool, retried on throttling within the deadline,
         shared with identical reads of other Mounts (``share`` is its key, vault URL first).
@@ -190,7 +198,9 @@ class AzureBackend:
             }
             return await self._pool.run(lambda: fn(limits))
 
-        result: T = await self.shared.read(share, lambda: with_retries(attempt, ctx, gate=gate), ctx)
+        result: T = await self.shared.read(
+            share, lambda: with_retries(attempt, ctx, gate=gate), ctx, fresh=fresh
+        )
         return result
 
     async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:

@@ -130,16 +130,18 @@ class SharedReads(Generic[T]):
         *,
         owner: Hashable = None,
         private: Callable[[T], bool] | None = None,
+        fresh: bool = False,
     ) -> T:
         """The answer of ``call`` for ``key``, from a read in flight, the cache, or a new read.
 
         ``owner`` names who runs the read (a pod); a result ``private`` says belongs to its
         reader (a dynamic secret: a lease, a new certificate) is never cached, and a waiter of
-        another owner reads for itself instead of taking it.
+        another owner reads for itself instead of taking it. ``fresh`` skips the reuse cache (a
+        caller re-checking a "gone" answer, so a cached one never delays a restore).
         """
         if not self.enabled:
             return await call()
-        if self._cache is not None:
+        if self._cache is not None and not fresh:
             hit = self._cache.get(key)
             if hit is not None:
                 self.stats.cache_hits += 1
