@@ -1,5 +1,5 @@
 """Revocation of expanded selector objects through real Mounts against OpenBao (kv v2 listing),
-with a sealed object beside them and real attestation: on a rotation an expanded object the
+with a sealed object beside them, and against the GCP and Azure fakes, with real attestation: on a rotation an expanded object the
 release policy now refuses leaves the pod if it holds it (a newly listed refused one still
 fails the Mount, as on a first mount); an object the listing no longer returns leaves too and
 is recorded once as ``not_found``; a refused object that comes back allowed is served again."""
@@ -18,6 +18,8 @@ import pytest
 
 from keygate_dev.driver_client import mount_request
 from tests.revocation_helpers import files_of, held, refused, revocations, revoke_records, rotate
+from tests.test_azure import azure  # noqa: F401
+from tests.test_gcp import gcp  # noqa: F401
 from tests.test_release_policy import write
 from tests.test_shared_reads import attested, replica
 from tests.vault_fixtures import AUDIENCE, Vault, vault  # noqa: F401
@@ -175,3 +177,92 @@ def test_hostile_held_ids_below_the_prefix_are_bounded(setup):
     assert files_of(again) == files_of(first)
     records = revoke_records(d)
     assert len(records) == MAX_VANISHED and {r["reason"] for r in records} == {"not_found"}
+
+
+# --- GCP (Secret Manager fake) and Azure (Key Vault fake): the backends' own held patterns ------
+
+KEYGATE = "keygate"
+
+
+def _cloud_daemon(
+    start_daemon, short_tmp: Path, release: str, backends: dict[str, Any]
+) -> tuple[Any, Any, Path]:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.vault_fixtures import Issuer
+
+    issuer = Issuer(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    policy = short_tmp / "cloud-policy.yaml"
+    write(policy, release)
+    d = attested(start_daemon, issuer, short_tmp, release_policy=str(policy), backends=backends)
+    return d, issuer, policy
+
+
+def _check_refused_and_vanished(
+    setup: tuple[Any, Any, Path], release: str, params: dict, pod: Any, drop
+) -> None:
+    """Three secrets a, b, c under one selector: b refused by the policy, then c deleted."""
+    d, issuer, policy = setup
+    pod.tokens = {**pod.tokens, KEYGATE: issuer.mint(pod, KEYGATE)}
+    first = d.client.mount(mount_request("c", params, pod))
+    assert sorted(files_of(first).values()) == [b"va", b"vb", b"vc"]
+    write(policy, release.replace("-b", "-nothing"))
+    again = rotate(d, "c", params, pod, first)
+    assert sorted(files_of(again).values()) == [b"va", b"vc"]
+    (record,) = revoke_records(d)
+    assert record["reason"] == "policy" and record["object"]["path"].endswith("b")
+    assert set(record["object"]["ids"]) <= set(dict(held(first)))
+    drop()
+    later = rotate(d, "c", params, pod, again)
+    assert sorted(files_of(later).values()) == [b"va"]
+    vanished = revoke_records(d)[1:]
+    assert [r["reason"] for r in vanished] == ["not_found"] and "-c" in vanished[0]["object"]["ids"][0]
+    rotate(d, "c", params, pod, later)
+    assert len(revoke_records(d)) == 2
+
+
+GCP_RELEASE = """
+rules:
+  - name: app
+    namespaces: [default]
+    objects: ["projects/proj/secrets/gs-", "projects/proj/secrets/gs-a/*", "projects/proj/secrets/gs-b/*",
+              "projects/proj/secrets/gs-c/*"]
+"""
+
+
+def test_gcp_refused_expanded_and_vanished(start_daemon, gcp, short_tmp):
+    from tests.test_gcp import POD_PRINCIPAL
+
+    for n in "abc":
+        gcp.sm.add(f"projects/proj/secrets/gs-{n}", f"v{n}".encode(), grant=(POD_PRINCIPAL,))
+    gcp.sm.allow_list("projects/proj", POD_PRINCIPAL)
+    setup = _cloud_daemon(start_daemon, short_tmp, GCP_RELEASE, {"gcp": gcp.settings()})
+    params = {
+        "secrets": json.dumps(
+            [{"resourceName": "projects/proj/secrets/gs-", "fileName": "g", "selector": {}}]
+        )
+    }
+    _check_refused_and_vanished(
+        setup, GCP_RELEASE, params, gcp.pod(), lambda: gcp.sm.delete("projects/proj/secrets/gs-c")
+    )
+
+
+AZURE_RELEASE = """
+rules:
+  - name: app
+    namespaces: [default]
+    objects: ["az-", "az-a", "az-b", "az-c"]
+"""
+
+
+def test_azure_refused_expanded_and_vanished(start_daemon, azure, short_tmp):
+    from tests.test_azure import spc as azure_spc
+
+    vault_name = azure.vault()
+    for n in "abc":
+        azure.fake.add_secret(vault_name, f"az-{n}", f"v{n}")
+    setup = _cloud_daemon(start_daemon, short_tmp, AZURE_RELEASE, {"azure": azure.settings()})
+    params = azure_spc(vault_name, [{"objectName": "az-", "objectType": "secret", "selector": {}}])
+    _check_refused_and_vanished(
+        setup, AZURE_RELEASE, params, azure.pod(), lambda: azure.fake.delete(vault_name, "secrets", "az-c")
+    )

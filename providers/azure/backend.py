@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -37,6 +38,7 @@ from provider.errors import DeadlineExceeded, Gone, KeygateError, SecretNotFound
 from providers.azure import auth, client
 from providers.azure.client import Clients, KeyVault, Target
 from providers.azure.params import CLOUDS, SCHEMA
+from providers.common import selectors
 from providers.common.ids import file_of, unique_ids
 from providers.common.rate_limit import RateLimits
 from providers.common.revoked import id_pattern, settle
@@ -202,6 +204,12 @@ class AzureBackend:
             share, lambda: with_retries(attempt, ctx, gate=gate), ctx, fresh=fresh
         )
         return result
+
+    def held(self, obj: SecretObject, parameters: Mapping[str, str]) -> str:
+        """The ids ``obj`` is served under, or for a selector the ids of every secret whose name
+        starts with its prefix, as a regular expression and without a read."""
+        base = re.escape(self._base_id(obj, self._target(parameters)))
+        return base + ".+" if selectors.is_selector(obj) else f"{base}(?:{HISTORY_IDS})?"
 
     async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
         """Selectors to the secrets they list (:mod:`providers.azure.listing`)."""

@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 from provider.domain import FetchContext, Fetched, Revoked, SecretObject
 from provider.errors import KeygateError, Unauthenticated
+from providers.common import selectors
 from providers.common.ids import unique_ids
 from providers.common.rate_limit import RUNTIME_KEY, RateLimits
 from providers.common.revoked import id_pattern, settle
@@ -127,6 +128,15 @@ class GCPBackend:
             who = identity(ctx, verified=self.shared.verified, token=digest)
             return ("pod-adc", audience, gsa, chain, *who)
         return auth.key
+
+    def held(self, obj: SecretObject, parameters: Mapping[str, str]) -> str:
+        """The ids ``obj`` is served under, or for a selector the ids of anything it may list,
+        as a regular expression and without a read (:mod:`provider.revocation`)."""
+        from providers.gcp import listing
+
+        if selectors.is_selector(obj):
+            return listing.held_below(obj)
+        return id_pattern(resource_name(obj), re.escape(f"#{obj.path}"))
 
     async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
         """Selectors to the secrets they list (:mod:`providers.gcp.listing`)."""

@@ -8,6 +8,7 @@ again here: exact prefix, every label. Listing sends only names and labels, neve
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -50,6 +51,14 @@ def list_secrets(
         if not page_token:
             return out
     raise BackendUnavailable(f"GCP ListSecrets for {parent}: more than {MAX_PAGES} pages")
+
+
+def held_below(obj: SecretObject) -> str:
+    """A regular expression for the ids of every secret a selector may list (each expanded to
+    its latest version, plus the ``#<file>`` suffix ``unique_ids`` may add)."""
+    listing = parse_listing(resource_name(obj), selectors.where(obj))
+    head = re.escape(f"{listing.parent}/secrets/{listing.prefix}")
+    return head + r"[^/]+/versions/latest(?:#.+)?"
 
 
 async def expand(backend: GCPBackend, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
