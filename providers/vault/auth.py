@@ -15,7 +15,7 @@ from providers.common.runtime import ClientCache
 from providers.vault.client import Session, VaultHTTP
 from providers.vault.params import VaultParams
 
-Call = Callable[[VaultParams, FetchContext, Callable[[], Any]], Awaitable[Any]]
+Call = Callable[[VaultParams, FetchContext, Callable[[], Awaitable[Any]]], Awaitable[Any]]
 
 
 def pod_key(params: VaultParams, ctx: FetchContext) -> tuple[Any, ...]:

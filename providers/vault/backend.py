@@ -4,7 +4,8 @@ Parameters mirror hashicorp/vault-csi-provider so an SPC moves over by changing 
 ``spec.provider`` (see :mod:`providers.vault.params`). The pod's own projected service-account
 token (for ``audience``) is exchanged at the ``kubernetes`` or ``jwt`` auth method for a Vault
 token; the daemon never uses a token of its own. Identical reads within a Mount happen once;
-distinct reads run concurrently on a bounded worker pool per Vault address (requests is blocking).
+distinct reads run concurrently on the event loop, over a keep-alive pool of at most ``workers``
+connections per Vault endpoint (:mod:`providers.vault.transport`).
 
 Dynamic secrets (anything with a lease, and every POST or PUT) are either re-requested on every Mount
 (``per-mount``) or reused while most of their lease remains (``reuse``, the default), so the
@@ -13,10 +14,8 @@ driver's rotation poll does not mint a new database user every two minutes.
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
-import threading
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, ClassVar
@@ -27,7 +26,7 @@ from providers.common import selectors
 from providers.common.ids import unique_ids
 from providers.common.rate_limit import RateLimits
 from providers.common.revoked import settle
-from providers.common.runtime import ClientCache, KeyedPools, gather_all, with_retries
+from providers.common.runtime import ClientCache, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
 from providers.common.shared_reads import SharedReads, identity
 from providers.common.tokens import pod_token
@@ -35,7 +34,6 @@ from providers.vault import auth, gone, leases, objects
 from providers.vault.client import Forbidden, Read, Result, Session, VaultHTTP
 from providers.vault.params import AUTH_METHODS, DEFAULT_AUDIENCE, DYNAMIC_MODES, SCHEMA, VaultParams
 from providers.vault.response_json import StableRequestIds
-from providers.vault.transport import Exchange
 
 log = logging.getLogger("keygate.vault")
 
@@ -58,9 +56,7 @@ class VaultBackend:
             raise KeygateError(f"backends.vault.auth_method must be one of {', '.join(AUTH_METHODS)}")
         workers = int(settings.get("workers", 16))
         self.stats: Counter[str] = Counter()
-        self._stats_lock = threading.Lock()
         self._http = VaultHTTP(float(settings.get("request_timeout", 10.0)), workers, self._count)
-        self._pools = KeyedPools("vault", workers)
         self._tokens: ClientCache[tuple[Any, ...], Session] = ClientCache(margin=0.0)
         self._leases = leases.Leases(MAX_CACHED)
         self.limits = RateLimits.from_settings(self.name, settings)
@@ -69,9 +65,8 @@ class VaultBackend:
         self._request_ids = StableRequestIds(MAX_CACHED)
 
     def _count(self, name: str) -> None:
-        """Counters (logins, renewals, reads, ...) for metrics and tests; bumped from worker threads."""
-        with self._stats_lock:
-            self.stats[name] += 1
+        """Counters (logins, renewals, reads, ...) for metrics and tests."""
+        self.stats[name] += 1
 
     def params(self, parameters: Mapping[str, str]) -> VaultParams:
         """The SPC-level Vault settings, read through the schema (first error raised)."""
@@ -235,24 +230,14 @@ class VaultBackend:
             return read.path
         return f"{mount}/data/{rest}"
 
-    async def _call(self, params: VaultParams, ctx: FetchContext, fn: Callable[[], Any]) -> Any:
-        """Run ``fn`` on the worker pool of this Vault address, with retries, until the deadline."""
-
-        async def attempt() -> Any:
-            exchange = Exchange(ctx.deadline)
-            try:
-                return await self._pools.run(params.address, lambda: exchange.run(fn))
-            except asyncio.CancelledError:
-                exchange.abort()
-                raise
-
-        call: Callable[[], Awaitable[Any]] = attempt
-        return await with_retries(call, ctx, gate=self.limits.gate(params.address))
+    async def _call(self, params: VaultParams, ctx: FetchContext, fn: Callable[[], Awaitable[Any]]) -> Any:
+        """Await ``fn`` (one exchange with Vault) with retries and the endpoint's rate limit,
+        until the mount deadline."""
+        return await with_retries(fn, ctx, gate=self.limits.gate(params.address))
 
     async def close(self) -> None:
-        self._http.close()
+        await self._http.close()
         self._tokens.clear()
         self._leases.clear()
         self.shared.clear()
         self._request_ids.clear()
-        self._pools.close()

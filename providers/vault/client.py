@@ -1,7 +1,8 @@
 """One Vault HTTP exchange and what its answers mean: login, renewal, mount lookup, reads.
 
-Everything here is blocking and runs on the backend's worker pool; transport faults and Vault's
-answers become keygate errors that name what was being done, never a secret.
+Every exchange is a coroutine on the daemon's event loop (:mod:`providers.vault.transport`);
+transport faults and Vault's answers become keygate errors that name what was being done, never
+a secret.
 """
 
 from __future__ import annotations
@@ -14,11 +15,10 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import requests
+import aiohttp
 
 from provider.errors import (
     BackendUnavailable,
-    DeadlineExceeded,
     InvalidSPC,
     KeygateError,
     SecretNotFound,
@@ -26,9 +26,9 @@ from provider.errors import (
 )
 from providers.common.errors import is_retryable
 from providers.common.rate_limit import parse_retry_after
-from providers.common.runtime import Pooled, Retryable
-from providers.vault.params import TLSConfig, VaultParams
-from providers.vault.transport import AbortableAdapter, Exchange, TLSAdapter, broke_off, tls_reason
+from providers.common.runtime import Retryable
+from providers.vault.params import VaultParams
+from providers.vault.transport import Pools, TLSFilesError, tls_reason
 
 log = logging.getLogger("keygate.vault")
 
@@ -36,7 +36,7 @@ TOKEN_CACHE_CAP = 3600.0
 REUSE_FRACTION = 2 / 3
 RENEW_FRACTION = 2 / 3
 MAX_ERROR_TEXT = 200
-MAX_ADAPTERS = 256
+MAX_ANSWER_BYTES = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,36 +90,15 @@ class Result:
 
 
 class VaultHTTP:
-    """The HTTP side of the backend: one requests session per (address, namespace, TLS)."""
+    """The HTTP side of the backend: one keep-alive pool per (address, namespace, TLS)."""
 
     def __init__(self, request_timeout: float, workers: int, count: Callable[[str], None]) -> None:
         self.request_timeout = request_timeout
         self.workers = workers
         self.count = count
-        self._http: Pooled[tuple[str, str, TLSConfig], Any] = Pooled(
-            self._connect, lambda adapter: adapter.close(), MAX_ADAPTERS
-        )
+        self._pools = Pools(workers)
 
-    def _connect(self, endpoint: tuple[str, str, TLSConfig]) -> Any:
-        import hvac.adapters
-
-        address, namespace, tls = endpoint
-        session = requests.Session()
-        # trust_env would re-read ~/.netrc and the CA-bundle variables on every request
-        # (a fifth of the CPU of a burst); the proxy variables are honoured, read once.
-        session.trust_env = False
-        session.proxies = requests.utils.get_environ_proxies(address)
-        session.mount("https://", TLSAdapter(tls, self.workers))
-        session.mount("http://", AbortableAdapter(pool_maxsize=self.workers, max_retries=0))
-        return hvac.adapters.RawAdapter(
-            base_uri=address,
-            timeout=self.request_timeout,
-            session=session,
-            namespace=namespace or None,
-            allow_redirects=False,
-        )
-
-    def send(
+    async def send(
         self,
         params: VaultParams,
         method: str,
@@ -130,51 +109,70 @@ class VaultHTTP:
         body: Any = None,
         query: Sequence[tuple[str, str]] = (),
     ) -> tuple[int, Any]:
-        """One HTTP exchange; transport faults become keygate errors that name ``what``."""
-        headers = {"X-Vault-Token": token} if token else {}
-        kwargs: dict[str, Any] = {}
-        if body is not None:
-            kwargs["json"] = body
-        if query:
-            kwargs["params"] = list(query)
-        exchange = Exchange.current()
-        if exchange is not None:
-            left = exchange.deadline - time.monotonic()
-            if left <= 0:
-                raise DeadlineExceeded(f"the mount deadline passed before {what}")
-            kwargs["timeout"] = min(self.request_timeout, left)
+        """One HTTP exchange; transport faults become keygate errors that name ``what``.
+
+        Each socket operation (connect with TLS handshake, each read) may take
+        ``request_timeout``; the caller's mount deadline cancels the whole exchange, and the
+        cancelled exchange closes its connection on the way out.
+        """
+        limit = self.request_timeout
+        try:
+            pool = self._pools.get(params.address, params.namespace, params.tls)
+        except TLSFilesError as exc:
+            raise BackendUnavailable(
+                f"{params.where}: cannot use the TLS files given in the SPC while {what} "
+                f"({exc.reason}); check vaultCACertPath, vaultCADirectory, "
+                "vaultTLSClientCertPath and vaultTLSClientKeyPath on the node"
+            ) from None
         self.count("requests")
         try:
-            response = self._http.get(params.endpoint).request(
-                method, f"/v1/{path}", headers=headers, raise_exception=False, **kwargs
+            response = await pool.session.request(
+                method,
+                f"{params.address}/v1/{path}",
+                headers={"X-Vault-Token": token} if token else None,
+                json=body,
+                params=list(query) or None,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit),
+                server_hostname=pool.server_hostname,
+                proxy=pool.proxy,
             )
-        except requests.exceptions.SSLError as exc:
+            try:
+                raw = await _capped(response)
+            except BaseException:
+                response.close()
+                raise
+            status = response.status
+            response.release()
+        except TimeoutError:
+            raise Retryable(
+                f"{params.where} is unreachable while {what} (no answer within {limit:g}s)"
+            ) from None
+        except TooLarge:
+            raise BackendUnavailable(
+                f"{params.where} answered with more than {MAX_ANSWER_BYTES // (1024 * 1024)} MiB "
+                f"while {what}; keygate reads at most that much from Vault"
+            ) from None
+        except aiohttp.ClientSSLError as exc:
             raise BackendUnavailable(
                 f"{params.where}: TLS handshake failed while {what} ({tls_reason(exc)}); check "
                 "vaultCACertPath / vaultCADirectory (the CA that signed Vault's certificate) and "
                 "vaultTLSServerName (a name in that certificate)"
             ) from None
-        except requests.exceptions.RequestException as exc:
-            if broke_off(exc):
-                raise Retryable(
-                    f"{params.where} broke off its answer while {what} ({type(exc).__name__})"
-                ) from None
-            raise Retryable(f"{params.where} is unreachable while {what} ({type(exc).__name__})") from None
-        except OSError as exc:
-            raise BackendUnavailable(
-                f"{params.where}: cannot use the TLS files given in the SPC while {what} "
-                f"({type(exc).__name__}: {exc.strerror or 'unreadable'}); check vaultCACertPath, "
-                "vaultCADirectory, vaultTLSClientCertPath and vaultTLSClientKeyPath on the node"
+        except aiohttp.ClientConnectorError as exc:
+            raise Retryable(f"{params.where} is unreachable while {what} ({_cause(exc)})") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise Retryable(
+                f"{params.where} broke off its answer while {what} ({type(exc).__name__})"
             ) from None
         try:
-            data = response.json() if response.content else None
+            data = json.loads(raw) if raw else None
         except ValueError:
-            if 200 <= response.status_code < 300:
+            if 200 <= status < 300:
                 raise Retryable(
-                    f"{params.where} answered {response.status_code} without a JSON body while {what}"
+                    f"{params.where} answered {status} without a JSON body while {what}"
                 ) from None
             data = None
-        status = int(response.status_code)
         if status in (200, 204):
             return status, data
         errors = _errors(data)
@@ -188,9 +186,9 @@ class VaultHTTP:
             )
         return status, errors
 
-    def login(self, params: VaultParams, jwt: str) -> Session:
+    async def login(self, params: VaultParams, jwt: str) -> Session:
         what = f"logging in at auth/{params.auth_mount} as role {params.role!r}"
-        status, data = self.send(
+        status, data = await self.send(
             params,
             "POST",
             f"auth/{params.auth_mount}/login",
@@ -219,8 +217,8 @@ class VaultHTTP:
             ttl=min(ttl, TOKEN_CACHE_CAP),
         )
 
-    def renew(self, params: VaultParams, session: Session) -> Session | None:
-        status, data = self.send(
+    async def renew(self, params: VaultParams, session: Session) -> Session | None:
+        status, data = await self.send(
             params, "POST", "auth/token/renew-self", "renewing the pod's token", token=session.token, body={}
         )
         if status != 200 or not isinstance(data, dict) or not isinstance(data.get("auth"), dict):
@@ -231,9 +229,9 @@ class VaultHTTP:
         self.count("renewals")
         return Session(session.token, bool(data["auth"].get("renewable")), time.monotonic(), ttl)
 
-    def mount_of(self, params: VaultParams, session: Session, path: str) -> tuple[bool, str | None]:
+    async def mount_of(self, params: VaultParams, session: Session, path: str) -> tuple[bool, str | None]:
         """(known, the kv-v2 mount holding ``path`` or None); unknown when Vault would not say."""
-        status, data = self.send(
+        status, data = await self.send(
             params,
             "GET",
             f"sys/internal/ui/mounts/{path}",
@@ -248,10 +246,10 @@ class VaultHTTP:
             return True, str(info.get("path", "")).strip("/") or None
         return True, None
 
-    def read(self, params: VaultParams, session: Session, read: Read, path: str) -> Result:
+    async def read(self, params: VaultParams, session: Session, read: Read, path: str) -> Result:
         what = f"reading {read.label!r}"
         body = json.loads(read.args) if read.args else ({} if read.writes else None)
-        status, data = self.send(
+        status, data = await self.send(
             params, read.method, path, what, token=session.token, body=body, query=read.query
         )
         self.count("reads")
@@ -267,8 +265,8 @@ class VaultHTTP:
             raise BackendUnavailable(f"{params.where} answered {status} for {read.label!r}: {data}")
         return result_of(read, data)
 
-    def close(self) -> None:
-        self._http.close()
+    async def close(self) -> None:
+        await self._pools.close()
 
 
 class Forbidden(KeygateError):
@@ -293,6 +291,28 @@ def result_of(read: Read, body: Mapping[str, Any]) -> Result:
     version = "lease:" + hashlib.sha256(lease_id.encode()).hexdigest()[:16] if lease_id else ""
     reuse_until = now + valid_for * REUSE_FRACTION if valid_for > 0 else 0.0
     return Result(values=data, version=version, dynamic=True, reuse_until=reuse_until, body=body)
+
+
+class TooLarge(Exception):
+    """An answer over :data:`MAX_ANSWER_BYTES` (Vault answers are small; this one is not Vault's)."""
+
+
+async def _capped(response: aiohttp.ClientResponse) -> bytes:
+    """The body (decompressed) if it stays within :data:`MAX_ANSWER_BYTES`."""
+    if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
+        raise TooLarge
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in response.content.iter_any():
+        size += len(chunk)
+        if size > MAX_ANSWER_BYTES:
+            raise TooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _cause(exc: aiohttp.ClientConnectorError) -> str:
+    return type(exc.os_error).__name__ if exc.os_error is not None else type(exc).__name__
 
 
 def _errors(data: Any) -> str:

@@ -3,7 +3,7 @@
 kv v2 lists ``<mount>/metadata/<path>`` and reads ``<mount>/data/<path>/<key>``; kv v1 (and any
 engine that answers LIST) lists and reads ``<path>/<key>``. Which one a path is comes from
 ``sys/internal/ui/mounts``, as for reads. Everything goes through the backend's own ``_session``
-(the pod's login) and ``_call`` (worker pool, retries, deadline) and the HTTP client's ``send``.
+(the pod's login) and ``_call`` (retries, deadline) and the HTTP client's ``send``.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ MAX_KEYS = 10 * selectors.MAX_LIMIT
 URL_SPECIAL = "?#%"
 
 
-def list_keys(http: VaultHTTP, params: VaultParams, session: Session, path: str) -> list[str]:
+async def list_keys(http: VaultHTTP, params: VaultParams, session: Session, path: str) -> list[str]:
     """One LIST (``GET ?list=true``); [] when Vault has nothing there (it answers 404)."""
-    status, data = http.send(
+    status, data = await http.send(
         params, "GET", path, f"listing {path!r}", token=session.token, query=[("list", "true")]
     )
     http.count("lists")

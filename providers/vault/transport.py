@@ -1,160 +1,159 @@
-"""HTTP to Vault that the mount deadline can cut short, with the SPC's TLS settings.
+"""HTTP to Vault on the event loop: a keep-alive pool per (address, namespace, TLS settings).
 
-requests' timeouts apply to each socket operation, so a server trickling a byte at a time would
-hold a worker thread long after the Mount gave up: connections register with the running
-:class:`Exchange`, which shuts the socket down when the Mount is cancelled.
+A blocking client on worker threads cost more CPU per request than Vault itself (thread
+hand-offs, a liveness poll per pooled connection, per-request adapter work) and a black-holed
+server held a thread until the deadline shut its socket. Here every exchange is a coroutine of
+the Mount that needs it: when the Mount is cancelled (deadline), the connection is closed with
+it, and nothing outlives the Mount. Each pool holds at most ``workers`` connections, so one slow
+Vault fills only its own pool.
 """
 
 from __future__ import annotations
 
-import contextlib
-import socket
+import asyncio
+import os
 import ssl
-import threading
-from collections.abc import Callable
+import urllib.request
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import requests
-import urllib3
-from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
-from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+import aiohttp
 
-from provider.errors import DeadlineExceeded
+from providers.common.runtime import Pooled
 from providers.vault.params import TLSConfig
 
+MAX_POOLS = 256
+KEEPALIVE = 30.0
 
-class Exchange:
-    """One blocking HTTP exchange that the event loop can cut short at the mount deadline.
+Stamp = tuple[tuple[int, int, int] | None, ...]
 
-    requests' timeouts apply to each socket operation, so a server trickling a byte at a time
-    would hold a worker thread long after the Mount gave up. The worker registers the connection
-    it is using here; when the awaiting coroutine is cancelled (deadline), ``abort`` shuts the
-    socket down and the blocked read returns at once.
-    """
 
-    _local = threading.local()
+@dataclass(frozen=True, slots=True)
+class Pool:
+    """One endpoint's keep-alive session and what every request to it carries."""
 
-    def __init__(self, deadline: float) -> None:
-        self.deadline = deadline
-        self._lock = threading.Lock()
-        self._sock: socket.socket | None = None
-        self.aborted = False
+    session: aiohttp.ClientSession
+    server_hostname: str | None
+    proxy: str | None
 
-    @classmethod
-    def current(cls) -> Exchange | None:
-        exchange: Exchange | None = getattr(cls._local, "exchange", None)
-        return exchange
 
-    def run(self, fn: Callable[[], Any]) -> Any:
-        self._local.exchange = self
+class TLSFilesError(Exception):
+    """The SPC's CA or client-certificate files could not be loaded (``reason`` says why)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def ssl_context(tls: TLSConfig) -> ssl.SSLContext:
+    """The SPC's trust anchors (CA file and/or directory, else the system's), client
+    certificate and verification choice, as vault-csi-provider applies them."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if tls.skip_verify:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        elif tls.ca_cert or tls.ca_dir:
+            context.load_verify_locations(cafile=tls.ca_cert or None, capath=tls.ca_dir or None)
+        else:
+            context.load_default_certs()
+        if tls.client_cert:
+            context.load_cert_chain(tls.client_cert, tls.client_key or None)
+    except ssl.SSLError as exc:
+        raise TLSFilesError(f"SSLError: {exc.reason or 'not a usable PEM file'}") from None
+    except OSError as exc:
+        raise TLSFilesError(f"{type(exc).__name__}: {exc.strerror or 'unreadable'}") from None
+    return context
+
+
+def _stamp(tls: TLSConfig) -> Stamp:
+    """Identity of the TLS files as they are now, so a rotated CA or client certificate gets a
+    new pool (as a new connection of a blocking client would have re-read them)."""
+    stamps: list[tuple[int, int, int] | None] = []
+    for path in (tls.ca_cert, tls.ca_dir, tls.client_cert, tls.client_key):
         try:
-            return fn()
-        finally:
-            self._local.exchange = None
-            with self._lock:
-                self._sock = None
-
-    def attach(self, sock: socket.socket | None) -> None:
-        """Remember the socket in use (http.client forgets it once a closing answer begins)."""
-        with self._lock:
-            if self.aborted:
-                raise DeadlineExceeded("the mount deadline passed")
-            if sock is not None:
-                self._sock = sock
-
-    def abort(self) -> None:
-        with self._lock:
-            self.aborted = True
-            if self._sock is not None:
-                with contextlib.suppress(OSError):
-                    socket.socket.shutdown(self._sock, socket.SHUT_RDWR)
+            st = os.stat(path) if path else None
+        except OSError:
+            st = None
+        stamps.append((st.st_ino, st.st_mtime_ns, st.st_size) if st else None)
+    return tuple(stamps)
 
 
-def _attach(conn: HTTPConnection) -> None:
-    exchange = Exchange.current()
-    if exchange is not None:
-        exchange.attach(conn.sock)
+def _proxy(address: str) -> str | None:
+    """The proxy the environment names for ``address`` (read once per pool), or None."""
+    parts = urlsplit(address)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies_environment().get(parts.scheme) or None
 
 
-class _Attaching(HTTPConnection):
-    """Registers the socket with the current exchange so the deadline can close it."""
+class Pools:
+    """The keep-alive sessions, bounded by entries (least recently used closed first)."""
 
-    def connect(self) -> None:
-        _attach(self)
-        super().connect()
-        _attach(self)
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+        self._pools: Pooled[tuple[Any, ...], Pool] = Pooled(self._build, self._retire, MAX_POOLS)
+        self._closing: set[asyncio.Task[None]] = set()
 
-    def request(self, *args: Any, **kwargs: Any) -> None:
-        _attach(self)
-        super().request(*args, **kwargs)
+    def get(self, address: str, namespace: str, tls: TLSConfig) -> Pool:
+        """The pool for this endpoint; built (reading the TLS files) on first use."""
+        return self._pools.get((address, namespace, tls, _stamp(tls) if _has_files(tls) else ()))
 
+    def _build(self, key: tuple[Any, ...]) -> Pool:
+        address, namespace, tls = key[0], key[1], key[2]
+        context = ssl_context(tls) if address.startswith("https://") else None
+        headers = {"X-Vault-Request": "true"}
+        if namespace:
+            headers["X-Vault-Namespace"] = namespace
+        connector = aiohttp.TCPConnector(
+            ssl=context if context is not None else True,
+            limit=self.workers,
+            limit_per_host=0,
+            keepalive_timeout=KEEPALIVE,
+        )
+        session = aiohttp.ClientSession(
+            connector=connector,
+            headers=headers,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            trust_env=False,
+            raise_for_status=False,
+        )
+        return Pool(session, tls.server_name or None, _proxy(address))
 
-class _Conn(_Attaching):
-    pass
+    def _retire(self, pool: Pool) -> None:
+        """An evicted pool is closed in the background; a Mount still using it gets a
+        connection error, which is retried on a new pool."""
+        task = asyncio.get_running_loop().create_task(pool.session.close())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
 
-
-class _TLSConn(_Attaching, HTTPSConnection):
-    pass
-
-
-class _Pool(HTTPConnectionPool):
-    ConnectionCls = _Conn
-
-
-class _TLSPool(HTTPSConnectionPool):
-    ConnectionCls = _TLSConn
-
-
-class AbortableAdapter(HTTPAdapter):
-    """requests' adapter whose connections register with the running :class:`Exchange`."""
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = {"http": _Pool, "https": _TLSPool}
-
-
-class TLSAdapter(AbortableAdapter):
-    """requests' adapter with the SPC's trust anchors, SNI name and client certificate.
-
-    requests alone cannot combine a CA file with a CA directory or override the TLS server name,
-    both of which vault-csi-provider users rely on, so the settings go to urllib3 directly.
-    """
-
-    def __init__(self, tls: TLSConfig, pool_maxsize: int) -> None:
-        self._tls = tls
-        super().__init__(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
-
-    def build_connection_pool_key_attributes(self, request: Any, verify: Any, cert: Any = None) -> Any:
-        host, kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        merged: dict[str, Any] = dict(kwargs)
-        merged.update(self._tls.pool_kwargs())
-        return host, merged
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        for key in ("cert_reqs", "ca_certs", "ca_cert_dir", "cert_file", "key_file"):
-            setattr(conn, key, self._tls.pool_kwargs().get(key))
+    async def close(self) -> None:
+        """Close every pool (shutdown); waits for the closes, including evicted ones."""
+        self._pools.close()
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
 
 
-def broke_off(exc: requests.exceptions.RequestException) -> bool:
-    """True when the server accepted the connection and then cut or mangled its answer."""
-    if isinstance(exc, requests.exceptions.ChunkedEncodingError | requests.exceptions.ContentDecodingError):
-        return True
-    if isinstance(exc, requests.exceptions.ConnectionError):
-        reason = exc.args[0] if exc.args else None
-        return isinstance(reason, urllib3.exceptions.ProtocolError)
-    return False
+def _has_files(tls: TLSConfig) -> bool:
+    return bool(tls.ca_cert or tls.ca_dir or tls.client_cert or tls.client_key)
 
 
 def tls_reason(exc: BaseException) -> str:
+    """What went wrong in a TLS handshake, from the ssl error aiohttp wraps."""
     seen: set[int] = set()
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
+        if isinstance(current, aiohttp.ClientConnectorCertificateError):
+            current = current.certificate_error
+            continue
         if isinstance(current, ssl.SSLCertVerificationError):
             return f"certificate not trusted: {current.verify_message}"
         if isinstance(current, ssl.SSLError):
             return current.reason or "TLS error"
-        nested = current.args[0] if current.args and isinstance(current.args[0], BaseException) else None
-        current = current.__cause__ or current.__context__ or nested
+        if isinstance(current, aiohttp.ClientSSLError) and current.os_error is not current:
+            current = current.os_error
+            continue
+        current = current.__cause__ or current.__context__
     return "TLS error"
