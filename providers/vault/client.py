@@ -128,7 +128,7 @@ class VaultHTTP:
         try:
             response = await pool.session.request(
                 method,
-                f"{params.address}/v1/{path}",
+                pool.url(path),
                 headers={"X-Vault-Token": token} if token else None,
                 json=body,
                 params=list(query) or None,

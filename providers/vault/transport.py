@@ -13,18 +13,21 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
+import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 
 from providers.common.runtime import Pooled
 from providers.vault.params import TLSConfig
 
 MAX_POOLS = 256
 KEEPALIVE = 30.0
+RECHECK = 1.0
 
 Stamp = tuple[tuple[int, int, int] | None, ...]
 
@@ -34,8 +37,14 @@ class Pool:
     """One endpoint's keep-alive session and what every request to it carries."""
 
     session: aiohttp.ClientSession
+    base: yarl.URL
     server_hostname: str | None
     proxy: str | None
+
+    def url(self, path: str) -> yarl.URL:
+        """``/v1/<path>`` below the address, every character of ``path`` taken literally (a
+        ``%``, ``#`` or ``?`` in a secret's name is escaped, as vault-csi-provider's Go client does)."""
+        return self.base.with_path(f"{self.base.path.rstrip('/')}/v1/{path}")
 
 
 class TLSFilesError(Exception):
@@ -95,10 +104,21 @@ class Pools:
         self.workers = workers
         self._pools: Pooled[tuple[Any, ...], Pool] = Pooled(self._build, self._retire, MAX_POOLS)
         self._closing: set[asyncio.Task[None]] = set()
+        self._recent: dict[tuple[str, str, TLSConfig], tuple[Pool, float]] = {}
 
     def get(self, address: str, namespace: str, tls: TLSConfig) -> Pool:
-        """The pool for this endpoint; built (reading the TLS files) on first use."""
-        return self._pools.get((address, namespace, tls, _stamp(tls) if _has_files(tls) else ()))
+        """The pool for this endpoint; built (reading the TLS files) on first use, and again
+        once the files changed (checked at most every :data:`RECHECK` seconds)."""
+        endpoint = (address, namespace, tls)
+        now = time.monotonic()
+        recent = self._recent.get(endpoint)
+        if recent is not None and now < recent[1]:
+            return recent[0]
+        pool = self._pools.get((*endpoint, _stamp(tls) if _has_files(tls) else ()))
+        if len(self._recent) >= MAX_POOLS:
+            self._recent.clear()
+        self._recent[endpoint] = (pool, now + RECHECK)
+        return pool
 
     def _build(self, key: tuple[Any, ...]) -> Pool:
         address, namespace, tls = key[0], key[1], key[2]
@@ -119,17 +139,19 @@ class Pools:
             trust_env=False,
             raise_for_status=False,
         )
-        return Pool(session, tls.server_name or None, _proxy(address))
+        return Pool(session, yarl.URL(address), tls.server_name or None, _proxy(address))
 
     def _retire(self, pool: Pool) -> None:
         """An evicted pool is closed in the background; a Mount still using it gets a
         connection error, which is retried on a new pool."""
+        self._recent = {k: v for k, v in self._recent.items() if v[0] is not pool}
         task = asyncio.get_running_loop().create_task(pool.session.close())
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         """Close every pool (shutdown); waits for the closes, including evicted ones."""
+        self._recent.clear()
         self._pools.close()
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
