@@ -299,8 +299,11 @@ class TooLarge(Exception):
 
 async def _capped(response: aiohttp.ClientResponse) -> bytes:
     """The body (decompressed) if it stays within :data:`MAX_ANSWER_BYTES`."""
-    if response.content_length is not None and response.content_length > MAX_ANSWER_BYTES:
+    length = response.content_length
+    if length is not None and length > MAX_ANSWER_BYTES:
         raise TooLarge
+    if length is not None and "Content-Encoding" not in response.headers:
+        return await response.read()  # the parser stops at Content-Length: no more than that
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.content.iter_any():
