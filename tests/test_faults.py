@@ -1,6 +1,6 @@
 """Backend faults through real Mounts: the real Vault backend against a misbehaving server.
 
-Every Mount here goes over the Unix socket to a daemon whose Vault backend (hvac + requests)
+Every Mount here goes over the Unix socket to a daemon whose Vault backend (its aiohttp client)
 talks to :class:`tests.fault_server.FaultVault` (or a port that refuses or never completes a
 handshake). Each must end within ``mount_timeout`` with a clean gRPC status whose message starts
 with the keygate code, and never return (or write) part of the files.
