@@ -188,7 +188,13 @@ def audited_reads(log: Path, paths: list[str]) -> int:
 
 
 def replicas_burst(
-    tmp: Path, issuer: Issuer, objects: str, paths: list[str], workers: int, pods: int = 200
+    tmp: Path,
+    issuer: Issuer,
+    objects: str,
+    paths: list[str],
+    workers: int,
+    pods: int = 200,
+    limits: dict[str, Any] | None = None,
 ) -> tuple[float, int, int]:
     """(seconds, logins, reads that reached OpenBao) for ``pods`` replicas of one Deployment.
 
@@ -219,6 +225,7 @@ def replicas_burst(
             issuer=ISSUER,
             jwks_file=[str(jwks)],
             insecure_skip_image_check=True,
+            **(limits or {}),
         )
         params = vault.params(objects, vaultAuthMethod="kubernetes")
 
@@ -249,6 +256,12 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="floor + keygate bursts, each with new pods")
     parser.add_argument("--workers", type=int, default=16, help="backends.vault.workers of the daemon")
     parser.add_argument(
+        "--rate",
+        type=float,
+        default=0.0,
+        help="the daemon's vault_rate (and vault_burst = 2 x rate); 0 keeps its defaults",
+    )
+    parser.add_argument(
         "--profile",
         help="py-spy the daemon during the bursts into this file (.svg flame graph, else collapsed stacks)",
     )
@@ -278,7 +291,8 @@ def main() -> None:
         params = {**vault.params(objects), "roleName": "burst"}
         warm = issuer.pod(name="warm-up", uid="warm", service_account="burst-warm")
         with tempfile.TemporaryDirectory(prefix="kgb-") as tmp:
-            proc, sock = serve(Path(tmp), args.workers)
+            limits = {"vault_rate": args.rate, "vault_burst": int(2 * args.rate)} if args.rate else {}
+            proc, sock = serve(Path(tmp), args.workers, **limits)
             spy = None
             try:
                 # one Mount of another pod first: the daemon's TLS pool to OpenBao exists, as on a
@@ -328,7 +342,7 @@ def main() -> None:
                 proc.send_signal(signal.SIGTERM)
                 proc.wait(30)
             shared, replica_logins, replica_reads = replicas_burst(
-                Path(tmp), issuer, objects, paths, args.workers
+                Path(tmp), issuer, objects, paths, args.workers, args.pods, limits
             )
     finally:
         server.stop()
@@ -346,7 +360,8 @@ def main() -> None:
     print("| measurement | result | target / comparison |")
     print("|---|---|---|")
     print(
-        f"| 6. Burst: {args.pods} pods x {args.objects} kv objects at once, OpenBao over TLS, jwt auth "
+        f"| 6. Burst: {args.pods} pods x {args.objects} kv objects at once, OpenBao over TLS, jwt auth, "
+        f"{f'vault_rate {args.rate:g}/s' if args.rate else 'default vault_rate/vault_burst'} "
         f"| keygate {bursts[mid]:.2f} s ({total / bursts[mid]:.0f} objects/s), floor {around[mid]:.2f} s: "
         f"ratio {ratios[mid]:.2f}x (median of {args.rounds} rounds, range {min(ratios):.2f}-{max(ratios):.2f}x; "
         f"keygate / floor per round: {rounds}); {logins[mid]} logins; CPU per request: keygate "
