@@ -120,7 +120,8 @@ async def with_retries(
         if gate is not None:
             await gate.acquire(ctx)
         try:
-            return await asyncio.wait_for(call(), timeout=ctx.remaining())
+            async with asyncio.timeout(ctx.remaining()):  # no extra task per attempt, unlike wait_for
+                return await call()
         except Retryable as exc:
             last = exc
         except TimeoutError:

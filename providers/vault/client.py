@@ -97,6 +97,9 @@ class VaultHTTP:
         self.workers = workers
         self.count = count
         self._pools = Pools(workers)
+        self._timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=request_timeout, sock_read=request_timeout
+        )
 
     async def send(
         self,
@@ -133,7 +136,7 @@ class VaultHTTP:
                 json=body,
                 params=list(query) or None,
                 allow_redirects=False,
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=limit, sock_read=limit),
+                timeout=self._timeout,
                 server_hostname=pool.server_hostname,
                 proxy=pool.proxy,
             )
