@@ -9,6 +9,7 @@ is recorded once as ``not_found``; a refused object that comes back allowed is s
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import pytest
 
 from keygate_dev.driver_client import mount_request
 from tests.revocation_helpers import files_of, held, refused, revocations, revoke_records, rotate
+from tests.test_aws import moto, moto_url, pod, sa_token  # noqa: F401
 from tests.test_azure import azure  # noqa: F401
 from tests.test_gcp import gcp  # noqa: F401
 from tests.test_release_policy import write
@@ -199,14 +201,14 @@ def _cloud_daemon(
 
 
 def _check_refused_and_vanished(
-    setup: tuple[Any, Any, Path], release: str, params: dict, pod: Any, drop
+    setup: tuple[Any, Any, Path], narrowed: str, params: dict, pod: Any, drop
 ) -> None:
     """Three secrets a, b, c under one selector: b refused by the policy, then c deleted."""
     d, issuer, policy = setup
     pod.tokens = {**pod.tokens, KEYGATE: issuer.mint(pod, KEYGATE)}
     first = d.client.mount(mount_request("c", params, pod))
     assert sorted(files_of(first).values()) == [b"va", b"vb", b"vc"]
-    write(policy, release.replace("-b", "-nothing"))
+    write(policy, narrowed)
     again = rotate(d, "c", params, pod, first)
     assert sorted(files_of(again).values()) == [b"va", b"vc"]
     (record,) = revoke_records(d)
@@ -216,7 +218,11 @@ def _check_refused_and_vanished(
     later = rotate(d, "c", params, pod, again)
     assert sorted(files_of(later).values()) == [b"va"]
     vanished = revoke_records(d)[1:]
-    assert [r["reason"] for r in vanished] == ["not_found"] and "-c" in vanished[0]["object"]["ids"][0]
+    assert [r["reason"] for r in vanished] == ["not_found"]
+    (lost,) = vanished[0]["object"]["ids"]
+    assert (
+        lost in dict(held(first)) and lost not in dict(held(later)) and re.search(r"[-/]c(?:[-/]|\Z)", lost)
+    )
     rotate(d, "c", params, pod, later)
     assert len(revoke_records(d)) == 2
 
@@ -243,7 +249,11 @@ def test_gcp_refused_expanded_and_vanished(start_daemon, gcp, short_tmp):
         )
     }
     _check_refused_and_vanished(
-        setup, GCP_RELEASE, params, gcp.pod(), lambda: gcp.sm.delete("projects/proj/secrets/gs-c")
+        setup,
+        GCP_RELEASE.replace("gs-b", "gs-nothing"),
+        params,
+        gcp.pod(),
+        lambda: gcp.sm.delete("projects/proj/secrets/gs-c"),
     )
 
 
@@ -264,5 +274,30 @@ def test_azure_refused_expanded_and_vanished(start_daemon, azure, short_tmp):
     setup = _cloud_daemon(start_daemon, short_tmp, AZURE_RELEASE, {"azure": azure.settings()})
     params = azure_spc(vault_name, [{"objectName": "az-", "objectType": "secret", "selector": {}}])
     _check_refused_and_vanished(
-        setup, AZURE_RELEASE, params, azure.pod(), lambda: azure.fake.delete(vault_name, "secrets", "az-c")
+        setup,
+        AZURE_RELEASE.replace("az-b", "az-nothing"),
+        params,
+        azure.pod(),
+        lambda: azure.fake.delete(vault_name, "secrets", "az-c"),
     )
+
+
+AWS_RELEASE = """
+rules:
+  - name: app
+    namespaces: [default]
+    objects: ["rsel/", "rsel/a", "rsel/b", "rsel/c"]
+"""
+
+
+def test_aws_refused_expanded_and_vanished(start_daemon, moto, pod, short_tmp):
+    from tests.test_aws import admin
+    from tests.test_aws import spc as aws_spc
+
+    sm = admin(moto, "secretsmanager")
+    for n in "abc":
+        sm.create_secret(Name=f"rsel/{n}", SecretString=f"v{n}")
+    setup = _cloud_daemon(start_daemon, short_tmp, AWS_RELEASE, {"aws": {"endpoint_url": moto}})
+    params = aws_spc([{"objectName": "rsel/", "objectType": "secretsmanager", "selector": {}}])
+    drop = lambda: sm.delete_secret(SecretId="rsel/c", ForceDeleteWithoutRecovery=True)  # noqa: E731
+    _check_refused_and_vanished(setup, AWS_RELEASE.replace("rsel/b", "rsel/nothing"), params, pod, drop)

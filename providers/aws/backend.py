@@ -28,6 +28,7 @@ from providers.aws.auth import DEFAULT_AUDIENCE, Auth, RoleResolver
 from providers.aws.client import AWSClients, Value
 from providers.aws.params import SCHEMA, SECRETS_MANAGER, Plan, Target, fill_region, plan
 from providers.aws.region import NodeRegion
+from providers.common import selectors
 from providers.common.ids import unique_ids
 from providers.common.rate_limit import RateLimits
 from providers.common.revoked import settle
@@ -142,6 +143,17 @@ class AWSBackend:
             out.extend(objects.jmes_files(item, main, ctx.parameters))
         out.sort(key=lambda f: f.obj.index)
         return [*out, *revoked]
+
+    def held(self, obj: SecretObject, parameters: Mapping[str, str]) -> str:
+        """The ids ``obj`` is served under, or for a selector the ids of anything it may list,
+        as a regular expression and without a read (:mod:`provider.revocation`)."""
+        from providers.aws import listing
+
+        if selectors.is_selector(obj):
+            return listing.held_below(obj)
+        return held_ids(
+            plan(obj, SCHEMA.check_parameters(parameters, self.settings, FirstError()), parameters)
+        )
 
     async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
         """Selectors to the secrets or parameters they list (:mod:`providers.aws.listing`)."""

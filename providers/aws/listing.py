@@ -10,6 +10,7 @@ once the release policy has seen their names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +35,16 @@ MAX_PAGES = 1000
 def ssm_path(name: str) -> str:
     """The GetParametersByPath ``Path`` for a selector's objectName (``/app``, ``/app/``, ``app``)."""
     return "/" + name.strip("/")
+
+
+def held_below(obj: SecretObject) -> str:
+    """A regular expression for the ids of everything a selector may list: the ARNs AWS answers
+    with below the prefix (and, for SSM, the plain names), with any suffix ``held_ids`` allows."""
+    if obj.str_field("objectType").lower() == SECRETS_MANAGER:
+        return r"arn:[^:]+:secretsmanager:[^:]+:\d+:secret:" + re.escape(obj.name) + ".+"
+    base = ssm_path(obj.name).rstrip("/") + "/"
+    arn = r"arn:[^:]+:ssm:[^:]+:\d+:parameter/" + re.escape(base.lstrip("/"))
+    return f"(?:{arn}|{re.escape(base)}).+"
 
 
 def _pages(call: Any, key: str, what: str, region: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
