@@ -11,6 +11,10 @@ rewrites the volume from the files the Mount returns; a failed Mount leaves the 
   refuses, or every object when the pod's images are no longer allowed, are revoked. Token and
   attestation *failures* are never revocations: the Mount fails and the old files stay.
 - Outages never carry a ``Gone`` mark, so they always fail the Mount and remove nothing.
+- Selectors (:mod:`provider.expand`): an expanded object is held when the backend's ``held``
+  pattern matches one of the pod's ids; a refused one is revoked like the others. An id below a
+  selector that this Mount no longer serves was listed before and is not now: no tombstone (a
+  listing without it is no error), one ``not_found`` record (:func:`vanished`).
 
 What a revoked object becomes (``remove``: no file; ``empty``: a zero-byte file at its path) is
 the release policy rule's ``revocation`` when set, else the SPC parameter ``revocation``, else
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
+import logging
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,10 +35,12 @@ from provider.attest import Attestor
 from provider.attest.policy import REVOCATION_MODES, PolicyStore
 from provider.attest.reasons import Denial, reason_of
 from provider.domain import Fetched, PodIdentity, Revoked, SecretObject
-from provider.errors import Gone, InvalidSPC, PermissionDenied, gone
+from provider.errors import Gone, InvalidSPC, KeygateError, PermissionDenied, gone
 from provider.request import MountContext
 from provider.spc import MAX_OBJECTS
 from provider.versions import Versioner
+
+log = logging.getLogger("keygate.mount")
 
 PARAMETER = "revocation"
 REMOVE, EMPTY = REVOCATION_MODES
@@ -143,8 +150,16 @@ def held_pattern(backend: object, obj: SecretObject, parameters: Mapping[str, st
     """The backend's regular expression for the ids ``obj`` is served under (for a selector, the
     ids of anything it may list): its optional ``held``; None where it cannot tell without a read."""
     hook = getattr(backend, "held", None)
-    raw = hook(obj, parameters) if hook is not None else None
-    return re.compile(raw) if isinstance(raw, str) and raw else None
+    if hook is None:
+        return None
+    try:
+        raw = hook(obj, parameters)
+        return re.compile(raw) if isinstance(raw, str) and raw else None
+    except KeygateError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a plugin's bug: its objects count as not held
+        log.error("backend held() failed", extra={"backend": obj.backend, "error_type": type(exc).__name__})
+        return None
 
 
 def refused_now(
