@@ -20,7 +20,7 @@ import yaml
 from provider.errors import KeygateError
 
 RATE_DEFAULTS = {
-    "vault": (500.0, 1000),
+    "vault": (1000.0, 2500),
     "aws": (200.0, 400),
     "azure": (200.0, 400),
     "gcp": (500.0, 1000),

@@ -124,7 +124,7 @@ def test_rate_options_reach_every_backend_and_are_checked():
     config = load(None, {"KEYGATE_AWS_RATE": "7.5", "KEYGATE_AWS_BURST": "3"})
     runtime = config.backend_settings()["aws"]["runtime"]
     assert runtime["rate"] == 7.5 and runtime["burst"] == 3
-    assert config.backend_settings()["vault"]["runtime"]["rate"] == 500.0
+    assert config.backend_settings()["vault"]["runtime"]["rate"] == 1000.0
     with pytest.raises(KeygateError, match="--gcp-burst"):
         load(None, {"KEYGATE_GCP_BURST": "0"})
     with pytest.raises(KeygateError, match="--vault-rate"):
