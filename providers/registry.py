@@ -94,7 +94,7 @@ BUILTIN: dict[str, BackendInfo] = {
             "providers.vault.backend:VaultBackend",
             "providers.vault.params",
             sdk="the Vault client",
-            requires=("hvac", "requests"),
+            requires=("aiohttp", "yarl"),
         ),
         BackendInfo(
             "azure",

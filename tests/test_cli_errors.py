@@ -36,6 +36,8 @@ BLOCKED = (
     "botocore",
     "s3transfer",
     "jmespath",
+    "aiohttp",
+    "yarl",
     "hvac",
     "requests",
     "urllib3",
