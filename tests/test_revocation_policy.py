@@ -213,3 +213,20 @@ def test_default_deny_api_failure_on_rotation_removes_nothing(setup, kube, polic
     err = refused(d, mount_request("s", params, who, current=held(first)))
     assert err.code() == grpc.StatusCode.UNAVAILABLE
     assert revoke_records(d) == []
+
+
+def test_default_deny_without_reading_pods_revokes_after_the_token(
+    attest_daemon, kube, node_key, policy_file
+):
+    """With insecure_skip_image_check the Pod is never read: the verified token is the identity."""
+    d = attest_daemon(release_policy=str(policy_file), insecure_skip_image_check=True)
+    pod = make_pod(kube, namespace="payments", service_account="api", images={"app": APP})
+    params = spc(node_key, "payments", NAMES)
+    who = driver_pod(pod, kube.mint(pod))
+    first = d.client.mount(mount_request("s", params, who))
+    write(policy_file, NO_RULE)
+    assert files_of(rotate(d, "s", params, who, first)) == dict.fromkeys(NAMES, b"")
+    assert len(revoke_records(d)) == 3 and kube.hits.get("pod", 0) == 0
+    bad = driver_pod(pod, kube.mint(pod) + "x")
+    err = refused(d, mount_request("s", params, bad, current=held(first)))
+    assert err.code() == grpc.StatusCode.UNAUTHENTICATED and len(revoke_records(d)) == 3
