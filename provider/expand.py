@@ -44,6 +44,7 @@ class Expanded:
     objects: list[SecretObject]
     refused: list[Revoked] = field(default_factory=list)
     domains: list[tuple[SecretObject, re.Pattern[str]]] = field(default_factory=list)
+    listed: frozenset[int] = frozenset()  # id() of every object a selector expanded to
 
 
 async def expand_selectors(
@@ -101,7 +102,9 @@ async def expand_selectors(
             if is_selector(obj)
             and (pattern := revocation.held_pattern(registry.get(obj.backend), obj, ctx.parameters))
         ]
-        return Expanded([obj for obj in out if id(obj) not in taken], refused, domains)
+        return Expanded(
+            [obj for obj in out if id(obj) not in taken], refused, domains, frozenset(map(id, expanded))
+        )
     recheck = getattr(attestor, "check_release", None)
     if recheck is not None:
         recheck(ctx.pod, expanded)
@@ -110,7 +113,7 @@ async def expand_selectors(
             "this daemon's attestor cannot check expanded objects against the release policy "
             "(no check_release), so selectors are refused; list the objects one by one"
         )
-    return Expanded(out)
+    return Expanded(out, listed=frozenset(map(id, expanded)))
 
 
 async def _guarded(

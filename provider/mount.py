@@ -183,6 +183,9 @@ class Mounter:
             raise DeadlineExceeded(
                 f"the mount did not finish within {self.timeout:g}s; a backend is slow or unreachable"
             ) from None
+        items, skipped = revocation.skip_unlisted(ctx, items, expanded.listed)
+        if skipped:
+            objects = [obj for obj in objects if id(obj) not in skipped]
         fetched, revoked = revocation.settle(
             ctx, [*items, *decision.refused, *expanded.refused], decision.mode(spc_mode), self.versioner
         )

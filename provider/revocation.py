@@ -51,6 +51,7 @@ PLACEHOLDER_VERSION = "revoked"
 MATCH_BUDGET = 32 * 1024 * 1024
 MAX_VANISHED = MAX_OBJECTS  # records of ids a selector no longer lists, per Mount
 NEVER = re.compile(r"(?!)")  # the held pattern of an object whose ids cannot be told: never held
+SKIPPED_WHEN_LISTED = frozenset({Gone.NOT_FOUND, Gone.DELETED, Gone.DISABLED})
 
 # Refusals that come after the token and the Pod were verified: the policy saying no to a pod
 # that is who it claims to be. Everything else (token, Pod, API, registry unreachable, a
@@ -241,8 +242,8 @@ def settle(
         if isinstance(item, Fetched):
             fetched.append(item)
             continue
-        ids = held_ids.matching(item.held) if item.held is not None else ()
-        if not held_ids.ids or (item.held is not None and not ids):
+        ids = _held(held_ids, item)
+        if ids is None:
             unheld.append(item)
         else:
             found.append((item, ids))
@@ -255,6 +256,44 @@ def settle(
         new = any(ctx.current_versions.get(i) not in _markers(versioner, i, r.obj.path) for i in marked)
         revoked.append(Revocation(r.obj, r.reason, chosen, ids, new))
     return fetched, sorted(revoked, key=lambda r: r.obj.index)
+
+
+def _held(held_ids: _HeldIds, item: Revoked) -> tuple[str, ...] | None:
+    """The pod's ids ``item`` is held under (empty when its backend cannot tell), None if unheld."""
+    ids = held_ids.matching(item.held) if item.held is not None else ()
+    if not held_ids.ids or (item.held is not None and not ids):
+        return None
+    return ids
+
+
+def skip_unlisted(
+    ctx: MountContext, items: Sequence[Fetched | Revoked], listed: frozenset[int]
+) -> tuple[list[Fetched | Revoked], set[int]]:
+    """Drop expanded objects that read as gone (not found, deleted, disabled) and that the pod
+    does not hold: a listing can name what no longer reads (a kv v2 key whose latest version is
+    deleted, a secret disabled since it was listed), and such an object is as absent as one the
+    listing left out, rather than a reason to refuse the pod its other files. Returns the items
+    left and the ``id()`` of each object dropped. Objects the pod holds go on to :func:`settle`."""
+    if not listed:
+        return list(items), set()
+    held_ids = _HeldIds(ctx.current_versions)
+    out: list[Fetched | Revoked] = []
+    dropped: set[int] = set()
+    for item in items:
+        if (
+            isinstance(item, Revoked)
+            and id(item.obj) in listed
+            and item.reason in SKIPPED_WHEN_LISTED
+            and _held(held_ids, item) is None
+        ):
+            dropped.add(id(item.obj))
+            log.info(
+                "a listed object reads as gone; skipped",
+                extra={"backend": item.obj.backend, "object": item.obj.name, "reason": item.reason.value},
+            )
+            continue
+        out.append(item)
+    return out, dropped
 
 
 class _HeldIds:

@@ -149,6 +149,29 @@ def test_a_soft_deleted_object_still_listed_is_revoked_not_found(setup):
     assert B not in dict(held(later)) and len(revoke_records(d)) == 1
 
 
+def test_a_listed_object_that_reads_as_gone_is_skipped_when_not_held(start_daemon, sel, node_key, short_tmp):
+    """kv v2 still lists a key whose latest version is deleted: a pod that does not hold it gets
+    the other files (first mount and rotation alike) instead of a refusal; nothing is recorded."""
+    policy = short_tmp / "release-policy.yaml"
+    write(policy, RELEASE)
+    d = attested(start_daemon, sel.issuer, short_tmp, release_policy=str(policy))
+    pod = replica(sel.issuer, 0, "app", AUDIENCE)
+    params = spc(sel, node_key)
+    kv = sel.root().secrets.kv.v2
+    kv.delete_latest_version_of_secret("sel/b", mount_point="secret")
+    first = d.client.mount(mount_request("s", params, pod))
+    assert files_of(first) == {"conf/a": b"pa-5521", "beside": SEALED}
+    assert B not in dict(held(first))
+    kv.create_or_update_secret("sel/c", {"password": "pc-1"}, mount_point="secret")
+    kv.delete_latest_version_of_secret("sel/c", mount_point="secret")
+    again = rotate(d, "s", params, pod, first)
+    assert files_of(again) == {"conf/a": b"pa-5521", "beside": SEALED}
+    assert revoke_records(d) == []
+    # written again: listed, readable and served
+    kv.create_or_update_secret("sel/b", {"password": "pb-3"}, mount_point="secret")
+    assert files_of(rotate(d, "s", params, pod, again))["conf/b"] == b"pb-3"
+
+
 def test_a_first_mount_with_a_refused_expanded_object_is_refused(start_daemon, sel, node_key, short_tmp):
     policy = short_tmp / "release-policy.yaml"
     write(policy, RELEASE.replace('"secret/data/sel/*"', '"secret/data/sel/a"'))
