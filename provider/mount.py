@@ -67,6 +67,7 @@ class AuditHook(Protocol):
         identity: PodIdentity,
         fetched: Sequence[Fetched],
         versions: Sequence[tuple[str, str]],
+        revoked: Sequence[revocation.Revocation] = (),
     ) -> None: ...
 
     def refused(
@@ -139,7 +140,9 @@ class Mounter:
         finally:
             TRIMMER.note(len(request.attributes) + len(request.secrets))
         if self.audit is not None and seen.ctx is not None:
-            self.audit.released(request_id, seen.ctx, result.identity, result.fetched, result.versions)
+            self.audit.released(
+                request_id, seen.ctx, result.identity, result.fetched, result.versions, result.revoked
+            )
         taken = revocation.record(result.revoked)
         if taken and self.audit is not None and seen.ctx is not None:
             self.audit.revoked(request_id, seen.ctx, result.identity, taken)

@@ -58,6 +58,11 @@ def test_object_no_longer_allowed_leaves_on_rotation(setup, policy_file):
     assert record["reason"] == "policy" and record["object"]["name"] == "db-user"
     assert record["pod"]["namespace"] == "payments" and record["outcome"] == "removed"
     assert SECRET.decode() not in d.audit_text() + d.log_text()
+    release = [r["reason"] for r in d.audit_records() if r["decision"] == "release"]
+    assert release == [
+        "attested; release policy allows every object",
+        "attested; 2 of 3 objects released, 1 revoked (policy 1)",
+    ]
     # still refused on the next poll: withheld again, not audited again
     still = rotate(d, "s", params, who, again)
     assert files_of(still) == files_of(again) and len(revoke_records(d)) == 1

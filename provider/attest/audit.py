@@ -35,6 +35,18 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
 
 
+def release_reason(served: int, revoked: Sequence[Revocation]) -> str:
+    """The ``release`` record's reason: what this Mount handed over and what it withheld (counts
+    and revocation categories only, so the record says a rotation took something back)."""
+    if not revoked:
+        return "attested; release policy allows every object"
+    counts: dict[str, int] = {}
+    for item in revoked:
+        counts[item.reason.value] = counts.get(item.reason.value, 0) + 1
+    why = ", ".join(f"{reason} {n}" for reason, n in sorted(counts.items()))
+    return f"attested; {served} of {served + len(revoked)} objects released, {len(revoked)} revoked ({why})"
+
+
 class AuditLog:
     """Writes audit records to a stream; thread-safe, one ``write`` + flush per record."""
 
@@ -82,8 +94,9 @@ class AuditLog:
         identity: PodIdentity,
         fetched: Sequence[Fetched],
         versions: Sequence[tuple[str, str]],
+        revoked: Sequence[Revocation] = (),
     ) -> None:
-        record = self._base(request_id, ctx, "release", "attested; release policy allows every object")
+        record = self._base(request_id, ctx, "release", release_reason(len(fetched), revoked))
         record["pod"] = {"namespace": identity.namespace, "name": identity.name, "uid": identity.uid}
         record["service_account"] = identity.service_account
         version_of = dict(versions)
