@@ -209,17 +209,7 @@ class KubeAPI:
         try:
             node = await self._api().get(Node, name)
         except ApiError as exc:
-            code = exc.status.code
-            if code == 404:
-                raise BackendUnavailable(
-                    f"node {name!r} does not exist in the Kubernetes API (check node_name)"
-                ) from None
-            if code in (401, 403):
-                raise BackendUnavailable(
-                    f"keygate may not read node {name!r} (HTTP {code}); grant its service account "
-                    "'get' on nodes (see the DaemonSet's ClusterRole)"
-                ) from None
-            raise BackendUnavailable(f"reading node {name!r} failed with HTTP {code}") from None
+            raise _read_error(f"node {name!r}", "nodes", exc.status.code or 0, " (check node_name)") from None
         except httpx2.HTTPError as exc:
             raise self._unreachable(f"read node {name!r}", exc) from None
         labels = node.metadata.labels if node.metadata is not None else None
@@ -236,15 +226,7 @@ class KubeAPI:
         try:
             account = await self._api().get(ServiceAccount, name, namespace=namespace)
         except ApiError as exc:
-            code = exc.status.code
-            if code == 404:
-                raise BackendUnavailable(f"{where} does not exist in the Kubernetes API") from None
-            if code in (401, 403):
-                raise BackendUnavailable(
-                    f"keygate may not read {where} (HTTP {code}); grant its service account 'get' on "
-                    "serviceaccounts (see the DaemonSet's ClusterRole)"
-                ) from None
-            raise BackendUnavailable(f"reading {where} failed with HTTP {code}") from None
+            raise _read_error(where, "serviceaccounts", exc.status.code or 0) from None
         except httpx2.HTTPError as exc:
             raise self._unreachable(f"read {where}", exc) from None
         annotations = account.metadata.annotations if account.metadata is not None else None
@@ -304,12 +286,19 @@ def _pod_status_error(namespace: str, name: str, code: int) -> KeygateError:
             ),
             Denial.POD_NOT_FOUND,
         )
+    return _read_error(f"pod {namespace}/{name}", "pods", code)
+
+
+def _read_error(where: str, resource: str, code: int, missing: str = "") -> BackendUnavailable:
+    """A failed GET of ``where`` as the operator fixes it: absent, or the RBAC grant to add."""
+    if code == 404:
+        return BackendUnavailable(f"{where} does not exist in the Kubernetes API{missing}")
     if code in (401, 403):
         return BackendUnavailable(
-            f"keygate may not read pod {namespace}/{name} (HTTP {code}); grant its service "
-            "account 'get' on pods (see the DaemonSet's ClusterRole)"
+            f"keygate may not read {where} (HTTP {code}); grant its service account 'get' on "
+            f"{resource} (see the DaemonSet's ClusterRole)"
         )
-    return BackendUnavailable(f"reading pod {namespace}/{name} failed with HTTP {code}")
+    return BackendUnavailable(f"reading {where} failed with HTTP {code}")
 
 
 def _str(value: Any, where: str) -> str:

@@ -4,7 +4,6 @@ settings of one Mount built from it."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlsplit
 
 from provider.errors import InvalidSPC
@@ -28,23 +27,6 @@ class TLSConfig:
     client_cert: str = ""
     client_key: str = ""
     skip_verify: bool = False
-
-    def pool_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {"cert_reqs": "CERT_NONE" if self.skip_verify else "CERT_REQUIRED"}
-        if self.skip_verify:
-            kwargs["assert_hostname"] = False
-        if self.ca_cert:
-            kwargs["ca_certs"] = self.ca_cert
-        if self.ca_dir:
-            kwargs["ca_cert_dir"] = self.ca_dir
-        if self.server_name:
-            kwargs["server_hostname"] = self.server_name
-            if not self.skip_verify:
-                kwargs["assert_hostname"] = self.server_name
-        if self.client_cert:
-            kwargs["cert_file"] = self.client_cert
-            kwargs["key_file"] = self.client_key or None
-        return kwargs
 
 
 @dataclass(frozen=True, slots=True)
