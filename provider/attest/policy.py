@@ -33,6 +33,7 @@ from typing import Any
 
 import yaml
 
+from provider.attest.entries import entry_name, known_mapping
 from provider.attest.images import DIGEST_RE, ImageRules
 from provider.attest.signatures.requirements import RequirementError, parse_requirements
 from provider.domain import SecretObject
@@ -201,16 +202,8 @@ def parse_policy(text: str, source: str, base_dir: Path | None = None) -> Policy
     names: set[str] = set()
     for index, item in enumerate(raw_rules):
         where = f"release policy {source}: rules[{index}]"
-        if not isinstance(item, dict):
-            raise PolicyError(f"{where} must be a mapping")
-        bad = sorted(set(map(str, item)) - RULE_KEYS)
-        if bad:
-            raise PolicyError(
-                f"{where}: unknown keys {', '.join(bad)} (allowed: {', '.join(sorted(RULE_KEYS))})"
-            )
-        name = item.get("name", f"rules[{index}]")
-        if not isinstance(name, str) or not name:
-            raise PolicyError(f"{where}: name must be a non-empty string")
+        item = known_mapping(item, where, "a mapping", RULE_KEYS, PolicyError)
+        name = entry_name(item, where, f"rules[{index}]", PolicyError)
         if name in names:
             raise PolicyError(f"{where}: rule name {name!r} is used twice")
         names.add(name)

@@ -35,6 +35,7 @@ from provider.attest.reasons import Denial, tag
 from provider.bounded_cache import BoundedCache
 from provider.errors import BackendUnavailable, KeygateError, Unauthenticated
 from provider.request import PodAttributes
+from provider.strict_json import unique_members
 
 if TYPE_CHECKING:
     import httpx2
@@ -323,15 +324,6 @@ class OIDCKeys:
             self._client = None
 
 
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    seen: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in seen:
-            raise ValueError(f"duplicate member {key!r}")
-        seen[key] = value
-    return seen
-
-
 def _segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     """The JOSE header and the claims, after checking both for duplicate members.
 
@@ -351,7 +343,7 @@ def _segments(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     for segment in token.split(".")[:2]:
         try:
             raw = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-            parsed.append(json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_no_constant))
+            parsed.append(json.loads(raw, object_pairs_hook=unique_members, parse_constant=_no_constant))
         except binascii.Error:
             raise _reject("is malformed (bad base64url; truncated or not a JWT)") from None
         except (ValueError, RecursionError) as exc:

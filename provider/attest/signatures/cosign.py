@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from provider.attest.reasons import Denial
 from provider.attest.signatures.registry import INDEX_TYPE, MANIFEST_TYPES, RegistryFailure
 from provider.attest.signatures.requirements import VerifyingKey
+from provider.strict_json import loads as strict_json
 
 SIMPLE_SIGNING = "application/vnd.dev.cosign.simplesigning.v1+json"
 SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
@@ -66,20 +66,6 @@ class Failure:
 
     def worse_than(self, other: Failure | None) -> bool:
         return other is None or _RANK.get(self.reason, 0) > _RANK.get(other.reason, 0)
-
-
-def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise ValueError(f"duplicate key {key[:40]!r}")
-        out[key] = value
-    return out
-
-
-def strict_json(data: bytes) -> Any:
-    """JSON with duplicate object keys refused (two readers must never see two documents)."""
-    return json.loads(data, object_pairs_hook=_no_duplicates)
 
 
 def parse_manifest(media_type: str, body: bytes) -> list[Layer]:

@@ -28,9 +28,10 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from provider.attest.reasons import Denial
-from provider.attest.signatures.cosign import Failure, strict_json
+from provider.attest.signatures.cosign import Failure
 from provider.attest.signatures.registry import INDEX_TYPE, RegistryClient, RegistryFailure
 from provider.attest.signatures.requirements import RequirementError
+from provider.strict_json import loads as strict_json
 
 if TYPE_CHECKING:
     from cryptography.x509 import Certificate

@@ -18,6 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
+from provider.attest.entries import entry_name, known_mapping
 from provider.errors import KeygateError
 
 ENTRY_KEYS = {"name", "publicKeys", "keyless", "repositories"}
@@ -131,15 +132,8 @@ def _keys(value: Any, where: str, base: Path) -> tuple[tuple[VerifyingKey, ...],
 
 
 def _keyless(value: Any, where: str, base: Path) -> tuple[KeylessIdentity, bytes]:
-    if not isinstance(value, dict):
-        raise RequirementError(
-            f"{where} must be a mapping with trustedRoot, issuer and subject or subjectRegExp"
-        )
-    bad = sorted(set(map(str, value)) - KEYLESS_KEYS)
-    if bad:
-        raise RequirementError(
-            f"{where}: unknown keys {', '.join(bad)} (allowed: {', '.join(sorted(KEYLESS_KEYS))})"
-        )
+    shape = "a mapping with trustedRoot, issuer and subject or subjectRegExp"
+    value = known_mapping(value, where, shape, KEYLESS_KEYS, RequirementError)
     for key in ("trustedRoot", "issuer"):
         if not isinstance(value.get(key), str) or not value[key]:
             raise RequirementError(f"{where}.{key} is required (a non-empty string)")
@@ -180,16 +174,8 @@ def parse_requirements(value: Any, where: str, base: Path) -> tuple[SignatureReq
     out: list[SignatureRequirement] = []
     for index, item in enumerate(value):
         at = f"{where}[{index}]"
-        if not isinstance(item, dict):
-            raise RequirementError(f"{at} must be a mapping with publicKeys or keyless")
-        bad = sorted(set(map(str, item)) - ENTRY_KEYS)
-        if bad:
-            raise RequirementError(
-                f"{at}: unknown keys {', '.join(bad)} (allowed: {', '.join(sorted(ENTRY_KEYS))})"
-            )
-        name = item.get("name", f"signatures[{index}]")
-        if not isinstance(name, str) or not name:
-            raise RequirementError(f"{at}.name must be a non-empty string")
+        item = known_mapping(item, at, "a mapping with publicKeys or keyless", ENTRY_KEYS, RequirementError)
+        name = entry_name(item, at, f"signatures[{index}]", RequirementError)
         if ("publicKeys" in item) == ("keyless" in item):
             raise RequirementError(f"{at} ({name}): set exactly one of publicKeys and keyless")
         repositories = _strings(item["repositories"], f"{at}.repositories") if "repositories" in item else ()
