@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from providers.vault.backend import VaultBackend
 
 MAX_KEYS = 10 * selectors.MAX_LIMIT
-URL_SPECIAL = "?#%"
+# where a secretPath's query begins (vault-csi-provider's rule), so never part of a listed name
+QUERY_START = "?"
 
 
 async def list_keys(http: VaultHTTP, params: VaultParams, session: Session, path: str) -> list[str]:
@@ -109,10 +110,10 @@ async def _one(
         keys: list[str] = await backend._call(params, ctx, partial(list_keys, http, params, session, path))
         for key in sorted(keys):
             relative = folder + key
-            if any(c in key for c in URL_SPECIAL):
+            if QUERY_START in key:
                 raise InvalidSPC(
-                    f"{selectors.where(obj)}: Vault key {key[:120]!r} below {list_root!r} contains one of "
-                    f"{URL_SPECIAL!r}, which keygate does not put in a request path; rename it in Vault"
+                    f"{selectors.where(obj)}: Vault key {key[:120]!r} below {list_root!r} contains "
+                    f"{QUERY_START!r}, where a secretPath's query begins; rename it in Vault"
                 )
             if key.endswith("/"):
                 expansion.check_name(relative.rstrip("/"), f"{list_root}/{relative}")
