@@ -15,12 +15,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench._timing import timed
 from keygate_dev.devcluster import PodSpec, pinned, running
 from keygate_dev.driver_client import Pod, attributes
 from provider.app import build_attestor
@@ -40,16 +38,7 @@ rules:
 """
 
 
-async def timed(fn: Callable[[], Awaitable[object]], n: int) -> tuple[float, float]:
-    for _ in range(min(50, n)):
-        await fn()
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter_ns()
-        await fn()
-        samples.append((time.perf_counter_ns() - start) / 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.9)]
+WARMUP = 50
 
 
 async def main(n: int) -> dict[str, tuple[float, float]]:
@@ -90,13 +79,13 @@ async def main(n: int) -> dict[str, tuple[float, float]]:
             local = build_attestor(Config(**base, insecure_skip_image_check=True))
             assert isinstance(full, PodAttestor) and isinstance(local, PodAttestor)
             results[f"{label} token verification"] = await timed(
-                lambda a=full, t=token, c=ctx: a.verifier.verify(t, c.pod), n
+                lambda a=full, t=token, c=ctx: a.verifier.verify(t, c.pod), n, WARMUP
             )
             results[f"{label} token + release policy"] = await timed(
-                lambda a=local, c=ctx, o=objects: a.attest(c, o), n
+                lambda a=local, c=ctx, o=objects: a.attest(c, o), n, WARMUP
             )
             results[f"{label} full (token + policy + Pod GET + images)"] = await timed(
-                lambda a=full, c=ctx, o=objects: a.attest(c, o), max(200, n // 10)
+                lambda a=full, c=ctx, o=objects: a.attest(c, o), max(200, n // 10), WARMUP
             )
             await full.aclose()
             await local.aclose()

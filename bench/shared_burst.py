@@ -16,141 +16,25 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
+import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import grpc
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from keygate_dev.driver_client import Pod, mount_request  # noqa: E402
-from provider.wire import service_pb2 as pb  # noqa: E402
-from provider.wire import service_pb2_grpc as pb_grpc  # noqa: E402
-from tests.vault_fixtures import (  # noqa: E402
+from bench._burst import attesting, audited_reads, seed, serve, start_audited_bao, wave
+from keygate_dev.driver_client import Pod, mount_request
+from tests.vault_fixtures import (
     AUDIENCE,
-    ISSUER,
-    BaoServer,
     Issuer,
     TokenReviewServer,
     Vault,
     configure,
-    free_port,
+    kubernetes_auth,
 )
-
-
-def start_audited_bao(tmp: Path) -> tuple[BaoServer, Path]:
-    """``bao server -dev`` over TLS with a file audit device (OpenBao only enables audit devices
-    from its config file), so every request is counted on the server's side."""
-    import shutil
-
-    log = tmp / "bao-audit.log"
-    hcl = tmp / "audit.hcl"
-    hcl.write_text(f'audit "file" "bench" {{\n  options = {{\n    file_path = "{log}"\n  }}\n}}\n')
-    cert_dir = tmp / "bao-certs"
-    cert_dir.mkdir()
-    port = free_port()
-    binary = shutil.which("bao") or "bao"
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("VAULT_", "BAO_"))}
-    process = subprocess.Popen(
-        [
-            binary,
-            "server",
-            "-dev",
-            "-dev-tls",
-            f"-dev-tls-cert-dir={cert_dir}",
-            "-dev-root-token-id=root",
-            f"-dev-listen-address=127.0.0.1:{port}",
-            "-dev-no-store-token",
-            f"-config={hcl}",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        env=env,
-    )
-    server = BaoServer(f"https://127.0.0.1:{port}", str(cert_dir / "vault-ca.pem"), str(cert_dir), process)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if (
-                Path(server.ca_file).exists()
-                and not server.root().sys.read_health_status(method="GET")["sealed"]
-            ):
-                return server, log
-        except Exception:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            raise SystemExit("bao server did not start")
-        time.sleep(0.05)
-
-
-def serve(tmp: Path, issuer: Issuer, ttl: int, shared: bool) -> tuple[subprocess.Popen[bytes], str]:
-    sock = str(tmp / "shared.sock")
-    jwks = tmp / "jwks.json"
-    jwk = json.loads(RSAAlgorithm.to_jwk(issuer.key.public_key()))
-    jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "test", "alg": "RS256", "use": "sig"}]}))
-    cfg = tmp / "shared.json"
-    cfg.write_text(
-        json.dumps(
-            {
-                "socket": sock,
-                "log_level": "warning",
-                "metrics_addr": "",
-                "issuer": ISSUER,
-                "jwks_file": [str(jwks)],
-                "insecure_skip_image_check": True,
-                "audit_sink": str(tmp / "audit.jsonl"),
-                "shared_read_ttl": ttl,
-                "shared_reads": shared,
-            }
-        )
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "provider.cli", "serve", "--config", str(cfg)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"daemon exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        if os.path.exists(sock):
-            with grpc.insecure_channel(f"unix:{sock}") as channel:
-                try:
-                    pb_grpc.CSIDriverProviderStub(channel).Version(pb.VersionRequest(), timeout=2)
-                    return proc, sock
-                except grpc.RpcError:
-                    pass
-        time.sleep(0.01)
-
-
-async def wave(sock: str, requests: list[pb.MountRequest], objects: int) -> float:
-    async with grpc.aio.insecure_channel(f"unix:{sock}") as channel:
-        stub = pb_grpc.CSIDriverProviderStub(channel)
-        started = time.perf_counter()
-        responses = await asyncio.gather(*(stub.Mount(r, timeout=60) for r in requests))
-        elapsed = time.perf_counter() - started
-    for response in responses:
-        assert len(response.files) == objects, response
-    return elapsed
-
-
-def reads(log: Path, prefix: str) -> int:
-    """Read requests under ``prefix`` in OpenBao's audit log (one ``request`` entry each)."""
-    count = 0
-    for line in log.read_text().splitlines():
-        entry = json.loads(line)
-        request = entry.get("request") or {}
-        if entry.get("type") == "request" and request.get("operation") == "read":
-            count += str(request.get("path", "")).startswith(prefix)
-    return count
 
 
 def main() -> None:
@@ -171,31 +55,13 @@ def main() -> None:
     try:
         configure(server, issuer)
         vault = Vault(server, issuer)
-        root = vault.root()
-        root.sys.enable_auth_method("kubernetes", path="kubernetes")
-        root.write(
-            "auth/kubernetes/config",
-            kubernetes_host=api.url,
-            kubernetes_ca_cert=api.ca_pem,
-            disable_local_ca_jwt=True,
-        )
-        root.write(
-            "auth/kubernetes/role/app",
-            bound_service_account_names=["app"],
-            bound_service_account_namespaces=["default"],
-            audience=AUDIENCE,
-            token_policies=["app"],
-            token_ttl="1h",
-        )
-        for i in range(args.objects):
-            root.secrets.kv.v2.create_or_update_secret(
-                f"app/shared{i}", {"value": f"value-{i}" * 4}, mount_point="secret"
-            )
+        kubernetes_auth(vault, api)
+        paths = seed(vault, "shared", args.objects)
         with tempfile.TemporaryDirectory(prefix="kgs-") as tmp:
             objects = json.dumps(
                 [
-                    {"objectName": f"s{i}", "secretPath": f"secret/data/app/shared{i}", "secretKey": "value"}
-                    for i in range(args.objects)
+                    {"objectName": f"s{i}", "secretPath": path, "secretKey": "value"}
+                    for i, path in enumerate(paths)
                 ]
             )
             params = vault.params(objects, vaultAuthMethod="kubernetes")
@@ -204,19 +70,24 @@ def main() -> None:
                 pod = Pod(name=f"app-{i}", uid=f"00000000-0000-0000-0000-{i:012d}")
                 pod.tokens = {aud: issuer.mint(pod, aud) for aud in ("keygate", AUDIENCE)}
                 requests.append(mount_request("shared", params, pod))
-            proc, sock = serve(Path(tmp), issuer, args.ttl, not args.off)
+            proc, sock = serve(
+                Path(tmp),
+                "shared",
+                **attesting(Path(tmp), issuer),
+                audit_sink=str(Path(tmp) / "audit.jsonl"),
+                shared_read_ttl=args.ttl,
+                shared_reads=not args.off,
+            )
             try:
-                before = reads(log, "secret/data/app/shared")
+                before = audited_reads(log, paths)
                 burst = asyncio.run(wave(sock, requests, args.objects))
-                got = reads(log, "secret/data/app/shared") - before
+                got = audited_reads(log, paths) - before
             finally:
                 proc.terminate()
                 proc.wait(30)
     finally:
         api.stop()
         server.stop()
-        import shutil
-
         shutil.rmtree(bao_dir, ignore_errors=True)
     print("| measurement | result | target / comparison |")
     print("|---|---|---|")

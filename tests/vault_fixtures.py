@@ -364,27 +364,33 @@ class TokenReviewServer:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
+def kubernetes_auth(vault: Vault, api: TokenReviewServer) -> None:
+    """OpenBao's ``kubernetes`` auth method (mount ``kubernetes``) reviewing tokens at ``api``,
+    with role ``app`` for the ``default/app`` service account (the tests' and the benchmarks')."""
+    root = vault.root()
+    root.sys.enable_auth_method("kubernetes", path="kubernetes")
+    root.write(
+        "auth/kubernetes/config",
+        kubernetes_host=api.url,
+        kubernetes_ca_cert=api.ca_pem,
+        disable_local_ca_jwt=True,
+    )
+    root.write(
+        "auth/kubernetes/role/app",
+        bound_service_account_names=["app"],
+        bound_service_account_namespaces=["default"],
+        audience=AUDIENCE,
+        token_policies=["app"],
+        token_ttl="1h",
+    )
+
+
 @pytest.fixture(scope="session")
 def kube_auth(vault: Vault) -> Iterator[TokenReviewServer]:
     """OpenBao's ``kubernetes`` auth method (mount ``kubernetes``) reviewing tokens at a local API."""
     api = TokenReviewServer(vault.issuer)
     try:
-        root = vault.root()
-        root.sys.enable_auth_method("kubernetes", path="kubernetes")
-        root.write(
-            "auth/kubernetes/config",
-            kubernetes_host=api.url,
-            kubernetes_ca_cert=api.ca_pem,
-            disable_local_ca_jwt=True,
-        )
-        root.write(
-            "auth/kubernetes/role/app",
-            bound_service_account_names=["app"],
-            bound_service_account_namespaces=["default"],
-            audience=AUDIENCE,
-            token_policies=["app"],
-            token_ttl="1h",
-        )
+        kubernetes_auth(vault, api)
         yield api
     finally:
         api.stop()
