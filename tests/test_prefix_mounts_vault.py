@@ -16,6 +16,8 @@ path "secret/data/tree/*" { capabilities = ["read"] }
 path "kv1/tree" { capabilities = ["list"] }
 path "kv1/tree/*" { capabilities = ["read", "list"] }
 path "secret/metadata/locked" { capabilities = ["list"] }
+path "secret/metadata/odd*" { capabilities = ["list"] }
+path "secret/data/odd*" { capabilities = ["read"] }
 """
 
 
@@ -216,50 +218,37 @@ def test_bad_selectors(start_daemon, tree: Vault, obj: str, fragment: str):
     assert fragment in details
 
 
-ODD_POLICY = """
-path "secret/metadata/odd*" { capabilities = ["list"] }
-path "secret/data/odd*" { capabilities = ["read"] }
-"""
-
-
-@pytest.fixture(scope="module")
-def odd(vault: Vault) -> Vault:
-    """Role ``odd``, which may list and read everything below ``secret/odd*``."""
-    root = vault.root()
-    root.sys.create_or_update_policy("odd-list", ODD_POLICY)
-    role = root.read("auth/jwt/role/app")["data"]
-    root.write("auth/jwt/role/odd", **{**role, "token_policies": ["odd-list"]})
-    return vault
-
-
 def odd_mount(d, v: Vault, prefix: str):
-    objects = f"- {{objectName: o, secretPath: secret/{prefix}, secretKey: password, selector: {{depth: 2}}}}"
-    return d.client.mount(mount_request("app-secrets", v.params(objects, roleName="odd"), v.issuer.pod()))
+    return mount(
+        d, v, f"- {{objectName: o, secretPath: secret/{prefix}, secretKey: password, selector: {{depth: 2}}}}"
+    )
 
 
-def test_listed_names_with_hash_and_percent_are_read_literally(start_daemon, odd: Vault):
+def test_listed_names_with_hash_and_percent_are_read_literally(start_daemon, tree: Vault):
     """``#`` and ``%`` in listed keys and folders are part of the name: each is listed and read
     escaped on the wire (``enc%41`` is not ``encA``) and becomes a file of that name."""
     names = ["h#1", "pct%2e%2e", "enc%41", "encA", "d#%/leaf"]
     for name in names:  # hvac escapes the names it writes
-        odd.root().secrets.kv.v2.create_or_update_secret(
+        tree.root().secrets.kv.v2.create_or_update_secret(
             f"odd/{name}", {"password": f"p {name}"}, mount_point="secret"
         )
-    resp = odd_mount(start_daemon(), odd, "odd")
+    resp = odd_mount(start_daemon(), tree, "odd")
     assert files(resp) == {f"o/{name}": f"p {name}".encode() for name in names}
 
 
 @pytest.mark.parametrize("name", ["q?x", "d?/leaf"])
-def test_listed_name_with_a_question_mark_is_refused(start_daemon, odd: Vault, name: str):
+def test_listed_name_with_a_question_mark_is_refused(start_daemon, tree: Vault, name: str):
     """``?`` starts a secretPath's query (vault-csi-provider's rule), so a listed name holding
     one would read another secret: refused with the name, nothing mounted."""
     prefix = f"oddq{len(name)}"
-    odd.root().secrets.kv.v2.create_or_update_secret(f"{prefix}/ok", {"password": "ok"}, mount_point="secret")
-    odd.root().secrets.kv.v2.create_or_update_secret(
+    tree.root().secrets.kv.v2.create_or_update_secret(
+        f"{prefix}/ok", {"password": "ok"}, mount_point="secret"
+    )
+    tree.root().secrets.kv.v2.create_or_update_secret(
         f"{prefix}/{name}", {"password": "x"}, mount_point="secret"
     )
     with pytest.raises(grpc.RpcError) as info:
-        odd_mount(start_daemon(), odd, prefix)
+        odd_mount(start_daemon(), tree, prefix)
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"Vault key {name.split('/')[0] + ('/' if '/' in name else '')!r}" in info.value.details()
     assert "where a secretPath's query begins; rename it in Vault" in info.value.details()
