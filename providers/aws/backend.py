@@ -34,6 +34,7 @@ from providers.common.rate_limit import RateLimits
 from providers.common.revoked import settle
 from providers.common.runtime import WorkerPool, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
+from providers.common.shared_listings import Entries
 from providers.common.shared_reads import SharedReads, identity
 
 log = logging.getLogger("keygate.aws")
@@ -64,6 +65,7 @@ class AWSBackend:
         self.node_region = NodeRegion(settings)
         self.limits = RateLimits.from_settings(self.name, settings)
         self.shared: SharedReads[list[Value]] = SharedReads.from_settings(self.name, settings)
+        self.listings: SharedReads[Entries] = SharedReads.from_settings(self.name, settings)
 
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
         return None
@@ -164,6 +166,7 @@ class AWSBackend:
     async def close(self) -> None:
         self._pool.close()
         self.shared.clear()
+        self.listings.clear()
         self.clients.clear()
         await self.node_region.aclose()
 

@@ -5,13 +5,14 @@ The service's filters only narrow the answer: Secrets Manager matches name prefi
 regard to case and ``tag-key``/``tag-value`` each against any tag, so every answer is checked
 here again (exact prefix, each tag key with its value). Listing never decrypts: SSM is asked
 ``WithDecryption=False`` and the values it sends anyway are dropped; the secrets are read later,
-once the release policy has seen their names.
+once the release policy has seen their names. Every page is one request through the endpoint's
+rate limit (the bucket of its reads) with the reads' retry policy.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from provider.domain import FetchContext, SecretObject
@@ -20,7 +21,7 @@ from providers.aws import auth
 from providers.aws.auth import Auth
 from providers.aws.client import translate_error
 from providers.aws.params import SCHEMA, SECRETS_MANAGER, SSM_PARAMETER, fill_region
-from providers.common import selectors
+from providers.common import selectors, shared_listings
 from providers.common.runtime import gather_all, with_retries
 from providers.common.schema import FirstError
 
@@ -47,18 +48,23 @@ def held_below(obj: SecretObject) -> str:
     return f"(?:{arn}|{re.escape(base)}).+"
 
 
-def _pages(call: Any, key: str, what: str, region: str, **kwargs: Any) -> Iterator[dict[str, Any]]:
+Page = Callable[[str, str, dict[str, Any], str], Awaitable[dict[str, Any]]]
+
+
+async def _pages(
+    page: Page, method: str, key: str, what: str, region: str, **kwargs: Any
+) -> AsyncIterator[dict[str, Any]]:
+    """The items of every page of ``method``, each page one request (through ``page``)."""
     token = ""
     for _ in range(MAX_PAGES):
-        try:
-            page = call(**kwargs, **({"NextToken": token} if token else {}))
-        except Exception as exc:  # noqa: BLE001 - translated below, never echoed
-            raise translate_error(exc, what, region) from None
-        items = page.get(key)
+        answer = await page(method, what, kwargs, token)
+        items = answer.get(key)
         if not isinstance(items, list):
             raise BackendUnavailable(f"{what}: AWS sent an unreadable answer in {region}")
-        yield from (item for item in items if isinstance(item, dict))
-        token = str(page.get("NextToken") or "")
+        for item in items:
+            if isinstance(item, dict):
+                yield item
+        token = str(answer.get("NextToken") or "")
         if not token:
             return
     raise BackendUnavailable(f"{what}: more than {MAX_PAGES} pages in {region}")
@@ -73,7 +79,7 @@ def _tags_match(item: dict[str, Any], wanted: Sequence[tuple[str, str]]) -> bool
     return all(tags.get(key) == value for key, value in wanted)
 
 
-def list_secrets(client: Any, expansion: selectors.Expansion, region: str) -> None:
+async def list_secrets(page: Page, expansion: selectors.Expansion, region: str) -> None:
     """Every secret whose name starts with the objectName and that carries all the tags."""
     obj, selector = expansion.obj, expansion.selector
     prefix = obj.name
@@ -81,8 +87,8 @@ def list_secrets(client: Any, expansion: selectors.Expansion, region: str) -> No
     for key, value in selector.filters:
         filters += [{"Key": "tag-key", "Values": [key]}, {"Key": "tag-value", "Values": [value]}]
     what = f"{selectors.where(obj)}: ListSecrets for prefix {prefix!r}"
-    for item in _pages(
-        client.list_secrets, "SecretList", what, region, Filters=filters, MaxResults=PAGE_SECRETS
+    async for item in _pages(
+        page, "list_secrets", "SecretList", what, region, Filters=filters, MaxResults=PAGE_SECRETS
     ):
         name = item.get("Name")
         if (
@@ -98,14 +104,15 @@ def list_secrets(client: Any, expansion: selectors.Expansion, region: str) -> No
         expansion.add(relative, name, fields, upstream=name)
 
 
-def list_parameters(client: Any, expansion: selectors.Expansion, region: str) -> None:
+async def list_parameters(page: Page, expansion: selectors.Expansion, region: str) -> None:
     """Every parameter below the objectName's path, to ``depth`` levels."""
     obj, selector = expansion.obj, expansion.selector
     path = ssm_path(obj.name)
     base = path.rstrip("/") + "/"
     what = f"{selectors.where(obj)}: GetParametersByPath {path!r}"
-    for item in _pages(
-        client.get_parameters_by_path,
+    async for item in _pages(
+        page,
+        "get_parameters_by_path",
         "Parameters",
         what,
         region,
@@ -122,7 +129,8 @@ def list_parameters(client: Any, expansion: selectors.Expansion, region: str) ->
 
 
 async def expand(backend: AWSBackend, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
-    """Every selector of ``objs``, listed with the pod's own credentials in the SPC's region."""
+    """Every selector of ``objs``, listed with the pod's own credentials in the SPC's region, each
+    listing shared with equal ones of other Mounts of the same identity."""
     values = SCHEMA.check_parameters(ctx.parameters, backend.settings, FirstError())
     if not values.text("region"):
         values = fill_region(values, await backend.node_region.get())
@@ -135,16 +143,35 @@ async def expand(backend: AWSBackend, objs: Sequence[SecretObject], ctx: FetchCo
 async def _one(
     backend: AWSBackend, who: Auth, region: str, obj: SecretObject, ctx: FetchContext
 ) -> list[SecretObject]:
-    object_type = obj.str_field("objectType").lower()
-    secrets = object_type == SECRETS_MANAGER
+    secrets = obj.str_field("objectType").lower() == SECRETS_MANAGER
     service = "secretsmanager" if secrets else "ssm"
+    endpoint = backend.clients.endpoint(region) or ""
+    gate = backend.limits.gate((service, region, endpoint))  # the bucket its reads use
 
-    async def attempt() -> list[SecretObject]:
-        expansion = selectors.Expansion(obj, selectors.read(obj, "tags"), "AWS name")
-        client = await backend.clients.client(service, region, who)
-        lister = list_secrets if secrets else list_parameters
-        await backend._pool.run(lambda: lister(client, expansion, region))
+    async def page(method: str, what: str, kwargs: dict[str, Any], token: str) -> dict[str, Any]:
+        """One page: a slot of the endpoint's bucket per attempt, throttling honoured."""
+
+        async def attempt() -> dict[str, Any]:
+            client = await backend.clients.client(service, region, who)
+
+            def send() -> dict[str, Any]:
+                try:
+                    answer: dict[str, Any] = getattr(client, method)(
+                        **kwargs, **({"NextToken": token} if token else {})
+                    )
+                except Exception as exc:  # noqa: BLE001 - translated, never echoed
+                    raise translate_error(exc, what, region) from None
+                return answer
+
+            return await backend._pool.run(send)
+
+        answer: dict[str, Any] = await with_retries(attempt, ctx, gate=gate)
+        return answer
+
+    async def lister(expansion: selectors.Expansion) -> None:
+        await (list_secrets if secrets else list_parameters)(page, expansion, region)
         backend.stats["ListSecrets" if secrets else "GetParametersByPath"] += 1
-        return expansion.objects
 
-    return await with_retries(attempt, ctx)
+    key = ("list", service, region, endpoint, backend._reader(who, ctx))
+    selector = selectors.read(obj, "tags")
+    return await shared_listings.expand(backend.listings, key, obj, selector, "AWS name", lister, ctx)

@@ -44,6 +44,7 @@ from providers.common.rate_limit import RateLimits
 from providers.common.revoked import id_pattern, settle
 from providers.common.runtime import WorkerPool, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
+from providers.common.shared_listings import Entries
 from providers.common.shared_reads import SharedReads, identity
 from providers.common.tokens import pod_token
 
@@ -73,6 +74,7 @@ class AzureBackend:
         self._kv = KeyVault(settings)
         self.limits = RateLimits.from_settings(self.name, settings)
         self.shared: SharedReads[Any] = SharedReads.from_settings(self.name, settings)
+        self.listings: SharedReads[Entries] = SharedReads.from_settings(self.name, settings)
         sdk_level = str(settings.get("sdk_log_level") or "warning").upper()
         for logger_name in ("azure", "msal"):
             logging.getLogger(logger_name).setLevel(sdk_level)
@@ -219,5 +221,6 @@ class AzureBackend:
 
     async def close(self) -> None:
         self.shared.clear()
+        self.listings.clear()
         self._kv.close()
         self._pool.close()

@@ -13,7 +13,7 @@ from provider.domain import FetchContext, SecretObject
 from provider.errors import ResourceExhausted
 from providers.azure import auth
 from providers.azure.client import Clients, Target, _map_error
-from providers.common import selectors
+from providers.common import selectors, shared_listings
 from providers.common.runtime import gather_all, with_retries
 
 if TYPE_CHECKING:
@@ -22,31 +22,63 @@ if TYPE_CHECKING:
 MAX_SEEN = 25_000
 
 
-def list_secrets(
-    obj: SecretObject, target: Target, clients: Clients, limits: Mapping[str, Any]
-) -> list[tuple[str, dict[str, str]]]:
-    """(name, tags) of every enabled secret whose name starts with the prefix (blocking)."""
-    prefix = obj.name
-    found: list[tuple[str, dict[str, str]]] = []
+Item = tuple[str, dict[str, str], bool]
+
+
+def list_page(
+    obj: SecretObject, target: Target, clients: Clients, limits: Mapping[str, Any], token: str | None
+) -> tuple[list[Item], str | None]:
+    """One page of the vault's secrets (name, tags, enabled) and the token of the next (blocking):
+    one request, so each page takes its own slot of the vault's rate limit."""
     try:
-        for seen, item in enumerate(clients.secrets.list_properties_of_secrets(**limits)):
-            if seen >= MAX_SEEN:
-                raise ResourceExhausted(
-                    f"{selectors.where(obj)}: Key Vault {target.vault!r} lists more than {MAX_SEEN} secrets"
-                )
-            name = item.name
-            if not isinstance(name, str) or not name.startswith(prefix) or item.enabled is False:
-                continue
-            found.append((name, {str(k): str(v) for k, v in (item.tags or {}).items()}))
+        pages = clients.secrets.list_properties_of_secrets(**limits).by_page(continuation_token=token)
+        page = next(pages, None)
+        items: list[Item] = [
+            (item.name, {str(k): str(v) for k, v in (item.tags or {}).items()}, item.enabled is not False)
+            for item in page or ()
+            if isinstance(item.name, str)
+        ]
+        following = getattr(pages, "continuation_token", None)
     except Exception as exc:  # noqa: BLE001 - mapped to a keygate error
         raise _map_error(exc, obj, target, "secrets listing") from None
-    return found
+    return items, following if isinstance(following, str) and following else None
+
+
+async def list_secrets(
+    backend: AzureBackend, obj: SecretObject, target: Target, clients: Clients, ctx: FetchContext
+) -> list[tuple[str, dict[str, str]]]:
+    """(name, tags) of every enabled secret whose name starts with the prefix, page by page, each
+    through the vault's rate limit with the reads' retry policy."""
+    gate = backend.limits.gate(target.vault_url)
+    found: list[tuple[str, dict[str, str]]] = []
+    seen = 0
+    token: str | None = None
+    while True:
+
+        async def attempt(token: str | None = token) -> tuple[list[Item], str | None]:
+            left = ctx.remaining()
+            limits = {
+                "connection_timeout": min(10.0, backend._kv.request_timeout, left),
+                "read_timeout": min(backend._kv.request_timeout, left),
+            }
+            return await backend._pool.run(lambda: list_page(obj, target, clients, limits, token))
+
+        items, token = await with_retries(attempt, ctx, gate=gate)
+        seen += len(items)
+        if seen > MAX_SEEN:
+            raise ResourceExhausted(
+                f"{selectors.where(obj)}: Key Vault {target.vault!r} lists more than {MAX_SEEN} secrets"
+            )
+        found += [(name, tags) for name, tags, enabled in items if enabled and name.startswith(obj.name)]
+        if token is None:
+            return found
 
 
 async def expand(
     backend: AzureBackend, objs: Sequence[SecretObject], ctx: FetchContext
 ) -> list[SecretObject]:
-    """Every selector of ``objs``, listed with the identity the SPC chooses for reads."""
+    """Every selector of ``objs``, listed with the identity the SPC chooses for reads, each
+    listing shared with equal ones of other Mounts of the same identity."""
     target = backend._target(ctx.parameters)
     clients = await auth.clients_for(backend._kv, target, ctx, backend._audience)
     parts = await gather_all([_one(backend, target, clients, obj, ctx) for obj in objs])
@@ -58,20 +90,11 @@ async def _one(
 ) -> list[SecretObject]:
     selector = selectors.read(obj, "tags")
 
-    async def attempt() -> list[tuple[str, dict[str, str]]]:
-        left = ctx.remaining()
-        limits = {
-            "connection_timeout": min(10.0, backend._kv.request_timeout, left),
-            "read_timeout": min(backend._kv.request_timeout, left),
-        }
-        found: list[tuple[str, dict[str, str]]] = await backend._pool.run(
-            lambda: list_secrets(obj, target, clients, limits)
-        )
-        return found
+    async def lister(expansion: selectors.Expansion) -> None:
+        found = await list_secrets(backend, obj, target, clients, ctx)
+        for name, tags in sorted(found):
+            if all(tags.get(key) == value for key, value in selector.filters):
+                expansion.add(name[len(obj.name) :], name, {"objectName": name}, upstream=name)
 
-    found = await with_retries(attempt, ctx)
-    expansion = selectors.Expansion(obj, selector, "Key Vault secret")
-    for name, tags in sorted(found):
-        if all(tags.get(key) == value for key, value in selector.filters):
-            expansion.add(name[len(obj.name) :], name, {"objectName": name}, upstream=name)
-    return expansion.objects
+    key = ("list", target.vault_url, backend._reader(clients, ctx))
+    return await shared_listings.expand(backend.listings, key, obj, selector, "Key Vault secret", lister, ctx)

@@ -32,6 +32,7 @@ from providers.common.rate_limit import RUNTIME_KEY, RateLimits
 from providers.common.revoked import id_pattern, settle
 from providers.common.runtime import ClientCache, WorkerPool, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
+from providers.common.shared_listings import Entries
 from providers.common.shared_reads import SharedReads, identity
 from providers.gcp import objects
 from providers.gcp.auth import Identities
@@ -58,6 +59,7 @@ class GCPBackend:
         self._raw_settings = {**DEFAULTS, **own}
         self.limits = RateLimits.from_settings(self.name, settings)
         self.shared: SharedReads[Read] = SharedReads.from_settings(self.name, settings)
+        self.listings: SharedReads[Entries] = SharedReads.from_settings(self.name, settings)
         self._pool = WorkerPool("gcp", self.settings.workers)
         self._tokens: ClientCache[tuple[str, ...], Token] = ClientCache()
         self._identities = Identities(self.settings)
@@ -170,6 +172,7 @@ class GCPBackend:
 
     async def close(self) -> None:
         self.shared.clear()
+        self.listings.clear()
         self._tokens.clear()
         self._sm.close()
         self._pm.close()

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from provider.domain import FetchContext, SecretObject
 from provider.errors import BackendUnavailable, PermissionDenied, Unauthenticated
-from providers.common import selectors
+from providers.common import selectors, shared_listings
 from providers.common.runtime import gather_all, with_retries
 from providers.common.schema import FirstError
 from providers.gcp.client import SecretManager, map_error
@@ -28,29 +28,19 @@ PAGE_SIZE = 250
 MAX_PAGES = 1000
 
 
-def list_secrets(
-    sm: SecretManager, endpoint: str, parent: str, filter_text: str, token: str, timeout: float
-) -> list[tuple[str, dict[str, str]]]:
-    """(name, labels) of every secret ``filter_text`` selects below ``parent`` (blocking)."""
-    client = sm._clients.get(endpoint)
-    out: list[tuple[str, dict[str, str]]] = []
-    page_token = ""
-    for _ in range(MAX_PAGES):
-        request: dict[str, Any] = {"parent": parent, "filter": filter_text, "page_size": PAGE_SIZE}
-        if page_token:
-            request["page_token"] = page_token
-        pager = client.list_secrets(
-            request=request,
-            retry=None,
-            timeout=timeout,
-            metadata=[("authorization", f"Bearer {token}")],
-        )
-        response = next(iter(pager.pages))
-        out.extend((str(s.name), dict(s.labels)) for s in response.secrets)
-        page_token = str(response.next_page_token or "")
-        if not page_token:
-            return out
-    raise BackendUnavailable(f"GCP ListSecrets for {parent}: more than {MAX_PAGES} pages")
+def list_page(
+    sm: SecretManager, endpoint: str, request: dict[str, Any], token: str, timeout: float
+) -> tuple[list[tuple[str, dict[str, str]]], str]:
+    """One ListSecrets page, (name, labels) and the next page's token (blocking; one request)."""
+    pager = sm._clients.get(endpoint).list_secrets(
+        request=request,
+        retry=None,
+        timeout=timeout,
+        metadata=[("authorization", f"Bearer {token}")],
+    )
+    response = next(iter(pager.pages))
+    found = [(str(s.name), dict(s.labels)) for s in response.secrets]
+    return found, str(response.next_page_token or "")
 
 
 def held_below(obj: SecretObject) -> str:
@@ -62,12 +52,51 @@ def held_below(obj: SecretObject) -> str:
 
 
 async def expand(backend: GCPBackend, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
-    """Every selector of ``objs``, listed with the identity the SPC chooses for reads."""
+    """Every selector of ``objs``, listed with the identity the SPC chooses for reads, each
+    listing shared with equal ones of other Mounts of the same identity."""
     values = SCHEMA.check_parameters(ctx.parameters, backend._raw_settings, FirstError())
     auth = backend._identities.choose(ctx, values)
     await with_retries(lambda: backend._token(auth, ctx), ctx)
     parts = await gather_all([_one(backend, auth, obj, ctx) for obj in objs])
     return [item for part in parts for item in part]
+
+
+async def list_secrets(
+    backend: GCPBackend, auth: TokenSource, endpoint: str, parent: str, filter_text: str, ctx: FetchContext
+) -> list[tuple[str, dict[str, str]]]:
+    """(name, labels) of every secret ``filter_text`` selects below ``parent``, page by page, each
+    through the endpoint's rate limit (the bucket of its reads) with the reads' retry policy."""
+    gate = backend.limits.gate(endpoint)
+    out: list[tuple[str, dict[str, str]]] = []
+    page_token = ""
+    for _ in range(MAX_PAGES):
+        request: dict[str, Any] = {"parent": parent, "filter": filter_text, "page_size": PAGE_SIZE}
+        if page_token:
+            request["page_token"] = page_token
+
+        async def attempt(request: dict[str, Any] = request) -> tuple[list[tuple[str, dict[str, str]]], str]:
+            token = await backend._token(auth, ctx)
+            timeout = ctx.remaining()
+            try:
+                return await backend._pool.run(
+                    lambda: list_page(backend._sm, endpoint, request, token.value, timeout)
+                )
+            except Exception as exc:  # noqa: BLE001 - mapped to a KeygateError or re-raised
+                error = map_error(exc, f"{parent} (listing secrets)", endpoint, auth)
+                if isinstance(error, Unauthenticated):
+                    backend._tokens.invalidate(auth.key)
+                if isinstance(error, PermissionDenied):
+                    error = PermissionDenied(
+                        f"GCP denied listing the secrets of {parent} for {auth.describe}; grant it "
+                        "secretmanager.secrets.list there (e.g. roles/secretmanager.viewer)"
+                    )
+                raise error from None
+
+        found, page_token = await with_retries(attempt, ctx, gate=gate)
+        out += found
+        if not page_token:
+            return out
+    raise BackendUnavailable(f"GCP ListSecrets for {parent}: more than {MAX_PAGES} pages")
 
 
 async def _one(
@@ -80,35 +109,19 @@ async def _one(
     endpoint = backend.settings.endpoint_for(listing.location)
     wanted = dict(selector.filters)
 
-    async def attempt() -> list[tuple[str, dict[str, str]]]:
-        token = await backend._token(auth, ctx)
-        timeout = ctx.remaining()
-        try:
-            return await backend._pool.run(
-                lambda: list_secrets(
-                    backend._sm, endpoint, listing.parent, " AND ".join(terms), token.value, timeout
-                )
+    async def lister(expansion: selectors.Expansion) -> None:
+        found = await list_secrets(backend, auth, endpoint, listing.parent, " AND ".join(terms), ctx)
+        head = f"{listing.parent}/secrets/"
+        for name, labels in sorted(found):
+            secret_id = name[len(head) :] if name.startswith(head) else ""
+            if not secret_id.startswith(listing.prefix) or "/" in secret_id:
+                continue
+            if any(labels.get(key) != value for key, value in wanted.items()):
+                continue
+            resource = f"{name}/versions/latest"
+            expansion.add(
+                secret_id[len(listing.prefix) :], resource, {"resourceName": resource}, upstream=name
             )
-        except Exception as exc:  # noqa: BLE001 - mapped to a KeygateError or re-raised
-            error = map_error(exc, f"{listing.parent} (listing secrets)", endpoint, auth)
-            if isinstance(error, Unauthenticated):
-                backend._tokens.invalidate(auth.key)
-            if isinstance(error, PermissionDenied):
-                error = PermissionDenied(
-                    f"GCP denied listing the secrets of {listing.parent} for {auth.describe}; grant it "
-                    "secretmanager.secrets.list there (e.g. roles/secretmanager.viewer)"
-                )
-            raise error from None
 
-    found = await with_retries(attempt, ctx)
-    expansion = selectors.Expansion(obj, selector, "GCP secret")
-    head = f"{listing.parent}/secrets/"
-    for name, labels in sorted(found):
-        secret_id = name[len(head) :] if name.startswith(head) else ""
-        if not secret_id.startswith(listing.prefix) or "/" in secret_id:
-            continue
-        if any(labels.get(key) != value for key, value in wanted.items()):
-            continue
-        resource = f"{name}/versions/latest"
-        expansion.add(secret_id[len(listing.prefix) :], resource, {"resourceName": resource}, upstream=name)
-    return expansion.objects
+    key = ("list", endpoint, backend._reader(auth, ctx), listing.parent, listing.prefix)
+    return await shared_listings.expand(backend.listings, key, obj, selector, "GCP secret", lister, ctx)

@@ -28,6 +28,7 @@ from providers.common.rate_limit import RateLimits
 from providers.common.revoked import settle
 from providers.common.runtime import ClientCache, gather_all, with_retries
 from providers.common.schema import FirstError, Schema
+from providers.common.shared_listings import Entries
 from providers.common.shared_reads import SharedReads, identity
 from providers.common.tokens import pod_token
 from providers.vault import auth, gone, leases, objects
@@ -61,6 +62,7 @@ class VaultBackend:
         self._leases = leases.Leases(MAX_CACHED)
         self.limits = RateLimits.from_settings(self.name, settings)
         self.shared: SharedReads[Result] = SharedReads.from_settings(self.name, settings)
+        self.listings: SharedReads[Entries] = SharedReads.from_settings(self.name, settings)
         self._kv2_prefix: dict[tuple[Any, ...], str | None] = {}
         self._request_ids = StableRequestIds(MAX_CACHED)
 
@@ -137,15 +139,7 @@ class VaultBackend:
         """One read: a dynamic secret still mostly valid (renewed if its lease allows), else a
         read shared with identical ones of other Mounts (:mod:`providers.common.shared_reads`)."""
         verified = self.shared.verified
-        reader = (
-            params.endpoint,
-            params.auth_method,
-            params.auth_mount,
-            params.role,
-            params.audience,
-            params.dynamic,
-            *identity(ctx, verified=verified, token=jwt, per_pod=params.auth_method == "jwt"),
-        )
+        reader = self._reader(params, ctx, jwt)
         lease_key = (*reader, *identity(ctx, verified=verified, token=jwt, per_pod=True), read)
         if params.dynamic == "reuse":
             kept = await self._leases.current(
@@ -164,6 +158,20 @@ class VaultBackend:
         if result.dynamic and params.dynamic == "reuse":
             self._leases.keep(lease_key, result)
         return result
+
+    def _reader(self, params: VaultParams, ctx: FetchContext, jwt: str) -> tuple[Any, ...]:
+        """Who Vault sees, for shared reads and listings: the endpoint, the auth role and the
+        service account (the pod too with ``jwt`` auth, whose roles may bind any claim)."""
+        per_pod = params.auth_method == "jwt"
+        return (
+            params.endpoint,
+            params.auth_method,
+            params.auth_mount,
+            params.role,
+            params.audience,
+            params.dynamic,
+            *identity(ctx, verified=self.shared.verified, token=jwt, per_pod=per_pod),
+        )
 
     async def _renew(
         self, params: VaultParams, ctx: FetchContext, jwt: str, token_key: tuple[Any, ...], lease_id: str
@@ -240,4 +248,5 @@ class VaultBackend:
         self._tokens.clear()
         self._leases.clear()
         self.shared.clear()
+        self.listings.clear()
         self._request_ids.clear()

@@ -3,7 +3,8 @@
 kv v2 lists ``<mount>/metadata/<path>`` and reads ``<mount>/data/<path>/<key>``; kv v1 (and any
 engine that answers LIST) lists and reads ``<path>/<key>``. Which one a path is comes from
 ``sys/internal/ui/mounts``, as for reads. Everything goes through the backend's own ``_session``
-(the pod's login) and ``_call`` (retries, deadline) and the HTTP client's ``send``.
+(the pod's login) and ``_call`` (the address's rate limit, retries, deadline) and the HTTP
+client's ``send``; equal listings of concurrent Mounts are made once.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from provider.domain import FetchContext, SecretObject
 from provider.errors import BackendUnavailable, InvalidSPC, PermissionDenied, ResourceExhausted
-from providers.common import selectors
+from providers.common import selectors, shared_listings
 from providers.common.runtime import gather_all
 from providers.common.tokens import pod_token
 from providers.vault import auth
@@ -79,23 +80,42 @@ def held_below(obj: SecretObject) -> str:
 async def expand(
     backend: VaultBackend, objs: Sequence[SecretObject], ctx: FetchContext
 ) -> list[SecretObject]:
-    """Every selector of ``objs`` listed with the pod's own Vault token."""
+    """Every selector of ``objs`` listed with the pod's own Vault token, each listing shared with
+    equal ones of other Mounts of the same identity (:mod:`providers.common.shared_listings`)."""
     params = backend.params(ctx.parameters)
     jwt = pod_token(ctx, [params.audience], " (or set the SPC parameter 'audience' to one it requests)")
-    session = await backend._session(params, ctx, jwt, auth.token_key(params, ctx, jwt))
-    parts = await gather_all([_one(backend, params, ctx, session, obj) for obj in objs])
+    token_key = auth.token_key(params, ctx, jwt)
+    reader = backend._reader(params, ctx, jwt)
+
+    async def one(obj: SecretObject) -> list[SecretObject]:
+        base = secret_path(obj.str_field("secretPath")).strip("/")
+
+        async def lister(expansion: selectors.Expansion) -> None:
+            session = await backend._session(params, ctx, jwt, token_key)
+            await _list_into(backend, params, ctx, session, base, expansion)
+
+        key = ("list", *reader, base)
+        selector = selectors.read(obj)
+        return await shared_listings.expand(backend.listings, key, obj, selector, "Vault key", lister, ctx)
+
+    parts = await gather_all([one(obj) for obj in objs])
     return [item for part in parts for item in part]
 
 
-async def _one(
-    backend: VaultBackend, params: VaultParams, ctx: FetchContext, session: Session, obj: SecretObject
-) -> list[SecretObject]:
-    selector = selectors.read(obj)
-    base = secret_path(obj.str_field("secretPath")).strip("/")
+async def _list_into(
+    backend: VaultBackend,
+    params: VaultParams,
+    ctx: FetchContext,
+    session: Session,
+    base: str,
+    expansion: selectors.Expansion,
+) -> None:
+    """LIST ``base`` and its folders to the selector's depth, every key into ``expansion``; each
+    request goes through ``_call`` (the address's rate limit, retries, deadline)."""
+    obj, selector = expansion.obj, expansion.selector
     http = backend._http
     known, mount = await backend._call(params, ctx, lambda: http.mount_of(params, session, base))
     list_root, read_root = roots(base, known, mount)
-    expansion = selectors.Expansion(obj, selector, "Vault key")
     folders: list[tuple[str, int]] = [("", 1)]
     listed = 0
     while folders:
@@ -122,4 +142,3 @@ async def _one(
                 continue
             name = f"{obj.path}/{relative}"
             expansion.add(relative, name, {"secretPath": f"{read_root}/{relative}", "objectName": name})
-    return expansion.objects
