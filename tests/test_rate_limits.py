@@ -253,3 +253,33 @@ def test_vault_429_with_retry_after_is_waited_out_and_counted(start_daemon):
     finally:
         server.release()
         server.stop()
+
+
+def test_a_retry_after_of_zero_is_taken_as_a_second(start_daemon):
+    """OpenBao's rate-limit quota rounds Retry-After down and answers "0" while it still refuses:
+    keygate waits a second between such answers instead of spending its attempts at once."""
+    from itertools import pairwise
+
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    from tests.fault_server import FaultVault
+    from tests.vault_fixtures import Issuer
+
+    server = FaultVault(secrets={"secret/app/db": {"password": "vault-rl-zero"}})
+    try:
+        server.add("secret/data/app/db", "status", status=429, times=2, retry_after="0")
+        d = start_daemon(mount_timeout=8.0)
+        issuer = Issuer(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+        params = {
+            "vaultAddress": server.address,
+            "roleName": "app",
+            "vaultAuthMethod": "jwt",
+            "objects": '[{"objectName": "pw", "secretPath": "secret/data/app/db", "secretKey": "password"}]',
+        }
+        out, _ = timed_mount(d, params, issuer.pod())
+        assert out == {"pw": b"vault-rl-zero"}
+        reads = sorted(t for t, route in server.arrivals if route == "secret/data/app/db")
+        assert len(reads) == 3 and all(b - a >= 0.9 for a, b in pairwise(reads)), reads
+    finally:
+        server.release()
+        server.stop()

@@ -74,6 +74,11 @@ class KeyedPools:
         self._busy.clear()
 
 
+# Retry-After counts whole seconds and servers round down (OpenBao's rate-limit quota answers
+# "0" while it still refuses): a throttling answer's "0" is taken as "under a second", i.e. 1 s.
+ZERO_RETRY_AFTER = 1.0
+
+
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """Exponential backoff with full jitter, bounded by attempts and the mount deadline."""
@@ -126,20 +131,23 @@ async def with_retries(
             last = exc
         except TimeoutError:
             raise DeadlineExceeded("the backend did not answer before the mount deadline") from None
+        wait = last.retry_after
+        if wait is not None and wait <= 0:
+            wait = ZERO_RETRY_AFTER
         if last.throttled and gate is not None:
-            gate.throttled(last.retry_after)
+            gate.throttled(wait)
         if attempt + 1 >= policy.attempts:
             break
         pause = policy.delay(attempt)
         left = ctx.remaining()
-        if last.retry_after is not None:
-            if last.retry_after >= left:
+        if wait is not None:
+            if wait >= left:
                 raise BackendUnavailable(
-                    f"{last.message}; it asked to wait {last.retry_after:g}s (Retry-After), more than the "
+                    f"{last.message}; it asked to wait {wait:g}s (Retry-After), more than the "
                     f"{left:.1f}s left before the mount deadline (after {attempt + 1} attempts)"
                 )
             if gate is None:
-                pause += last.retry_after
+                pause += wait
         if pause >= left:
             break
         await asyncio.sleep(pause)
