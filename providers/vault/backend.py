@@ -87,16 +87,19 @@ class VaultBackend:
             )
         key = auth.token_key(params, ctx, jwt)
         reader = auth.pod_key(params, ctx)  # request ids per pod: a refreshed JWT changes no file
-        reads = list({objects.read_of(obj): None for obj in objs})
+        wanted = [objects.read_of(obj) for obj in objs]
+        reads = list(dict.fromkeys(wanted))
+        who = self._reader(params, ctx, jwt), self._lease_who(ctx, jwt)
         results = dict(
             zip(
-                reads, await gather_all([self._settled(params, ctx, jwt, key, r) for r in reads]), strict=True
+                reads,
+                await gather_all([self._settled(params, ctx, jwt, key, r, who) for r in reads]),
+                strict=True,
             )
         )
         out: list[Fetched] = []
         revoked: list[Fetched | Revoked] = []
-        for obj in objs:
-            read = objects.read_of(obj)
+        for obj, read in zip(objs, wanted, strict=True):
             result = results[read]
             if isinstance(result, KeygateError):
                 revoked.append(Revoked.of(obj, result, gone.held(obj)))
@@ -110,10 +113,16 @@ class VaultBackend:
         return [*unique_ids(out, lambda item: f"~{item.obj.name}"), *revoked]
 
     async def _settled(
-        self, params: VaultParams, ctx: FetchContext, jwt: str, token_key: tuple[Any, ...], read: Read
+        self,
+        params: VaultParams,
+        ctx: FetchContext,
+        jwt: str,
+        token_key: tuple[Any, ...],
+        read: Read,
+        who: tuple[tuple[Any, ...], tuple[Any, ...]],
     ) -> Result | KeygateError:
         """One read, or its error when Vault says the secret is gone (:mod:`providers.vault.gone`)."""
-        return await settle(gone.classified(self._read(params, ctx, jwt, token_key, read)))
+        return await settle(gone.classified(self._read(params, ctx, jwt, token_key, read, who)))
 
     async def expand(self, objs: Sequence[SecretObject], ctx: FetchContext) -> list[SecretObject]:
         """Selectors to the secrets they list (:mod:`providers.vault.listing`)."""
@@ -134,13 +143,20 @@ class VaultBackend:
         return await auth.session(self._tokens, self._http, self._call, params, ctx, jwt, key)
 
     async def _read(
-        self, params: VaultParams, ctx: FetchContext, jwt: str, token_key: tuple[Any, ...], read: Read
+        self,
+        params: VaultParams,
+        ctx: FetchContext,
+        jwt: str,
+        token_key: tuple[Any, ...],
+        read: Read,
+        who: tuple[tuple[Any, ...], tuple[Any, ...]],
     ) -> Result:
         """One read: a dynamic secret still mostly valid (renewed if its lease allows), else a
-        read shared with identical ones of other Mounts (:mod:`providers.common.shared_reads`)."""
-        verified = self.shared.verified
-        reader = self._reader(params, ctx, jwt)
-        lease_key = (*reader, *identity(ctx, verified=verified, token=jwt, per_pod=True), read)
+        read shared with identical ones of other Mounts (:mod:`providers.common.shared_reads`).
+
+        ``who`` is the Mount's :meth:`_reader` and :meth:`_lease_who`, computed once per Mount."""
+        reader, lease_who = who
+        lease_key = (*reader, *lease_who, read)
         if params.dynamic == "reuse":
             kept = await self._leases.current(
                 lease_key, lambda lease_id: self._renew(params, ctx, jwt, token_key, lease_id)
@@ -172,6 +188,10 @@ class VaultBackend:
             params.dynamic,
             *identity(ctx, verified=self.shared.verified, token=jwt, per_pod=per_pod),
         )
+
+    def _lease_who(self, ctx: FetchContext, jwt: str) -> tuple[str, ...]:
+        """The pod itself, for dynamic secrets kept per pod (``reuse``)."""
+        return identity(ctx, verified=self.shared.verified, token=jwt, per_pod=True)
 
     async def _renew(
         self, params: VaultParams, ctx: FetchContext, jwt: str, token_key: tuple[Any, ...], lease_id: str

@@ -48,9 +48,11 @@ def contents(obj: SecretObject, read: Read, result: Result, whole: Render = peer
                 f"{where}: Vault's answer at {read.label!r} is {exc}; "
                 "name the value to write with 'secretKey'"
             ) from None
-    names = ", ".join(sorted(map(str, values))) if isinstance(values, dict) else "none"
-    missing = f"{where}: key {key!r} not found at Vault path {read.label!r} (keys there: {names})"
-    value = extract.key_of(values, key, missing)
+    if not isinstance(values, Mapping) or key not in values:  # the message only when it is needed
+        names = ", ".join(sorted(map(str, values))) if isinstance(values, dict) else "none"
+        missing = f"{where}: key {key!r} not found at Vault path {read.label!r} (keys there: {names})"
+        extract.key_of(values, key, missing)
+    value = values[key]
     encoding = obj.str_field("encoding", "utf-8").lower() or "utf-8"
     failure = (
         f"{where}: the value at {read.label!r}"
