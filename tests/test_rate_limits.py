@@ -10,10 +10,12 @@ the deadline fails at once with a clear message.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 from typing import Any
 
 import grpc
@@ -226,16 +228,19 @@ def test_retry_after_beyond_the_deadline_fails_at_once(start_daemon, moto, proxy
 # --- Vault: the stand-in answers 429 with Retry-After ------------------------------------------
 
 
-def test_vault_429_with_retry_after_is_waited_out_and_counted(start_daemon):
+@contextlib.contextmanager
+def throttled_vault(start_daemon, value: str, *, times: int, retry_after: str, mount_timeout: float):
+    """A Vault stand-in answering 429 with ``retry_after`` to the first ``times`` reads of one
+    secret, a daemon, and a Mount of it: yields (files, elapsed, read arrival times)."""
     from cryptography.hazmat.primitives.asymmetric import rsa
 
     from tests.fault_server import FaultVault
     from tests.vault_fixtures import Issuer
 
-    server = FaultVault(secrets={"secret/app/db": {"password": "vault-rl-value"}})
+    server = FaultVault(secrets={"secret/app/db": {"password": value}})
     try:
-        server.add("secret/data/app/db", "status", status=429, times=1, retry_after="1")
-        d = start_daemon(mount_timeout=5.0)
+        server.add("secret/data/app/db", "status", status=429, times=times, retry_after=retry_after)
+        d = start_daemon(mount_timeout=mount_timeout)
         issuer = Issuer(rsa.generate_private_key(public_exponent=65537, key_size=2048))
         params = {
             "vaultAddress": server.address,
@@ -243,43 +248,33 @@ def test_vault_429_with_retry_after_is_waited_out_and_counted(start_daemon):
             "vaultAuthMethod": "jwt",
             "objects": '[{"objectName": "pw", "secretPath": "secret/data/app/db", "secretKey": "password"}]',
         }
-        throttled = sample("keygate_backend_throttled_total", backend="vault")
         out, elapsed = timed_mount(d, params, issuer.pod())
-        assert out == {"pw": b"vault-rl-value"}
-        assert elapsed >= 0.9  # the Retry-After was honoured, not just the usual short backoff
-        reads = sorted(t for t, route in server.arrivals if route == "secret/data/app/db")
-        assert len(reads) == 2 and reads[1] - reads[0] >= 0.9
-        assert sample("keygate_backend_throttled_total", backend="vault") - throttled == 1
+        yield out, elapsed, sorted(t for t, route in server.arrivals if route == "secret/data/app/db")
     finally:
         server.release()
         server.stop()
+
+
+def test_vault_429_with_retry_after_is_waited_out_and_counted(start_daemon):
+    throttled = sample("keygate_backend_throttled_total", backend="vault")
+    with throttled_vault(start_daemon, "vault-rl-value", times=1, retry_after="1", mount_timeout=5.0) as (
+        out,
+        elapsed,
+        reads,
+    ):
+        assert out == {"pw": b"vault-rl-value"}
+        assert elapsed >= 0.9  # the Retry-After was honoured, not just the usual short backoff
+        assert len(reads) == 2 and reads[1] - reads[0] >= 0.9
+        assert sample("keygate_backend_throttled_total", backend="vault") - throttled == 1
 
 
 def test_a_retry_after_of_zero_is_taken_as_a_second(start_daemon):
     """OpenBao's rate-limit quota rounds Retry-After down and answers "0" while it still refuses:
     keygate waits a second between such answers instead of spending its attempts at once."""
-    from itertools import pairwise
-
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    from tests.fault_server import FaultVault
-    from tests.vault_fixtures import Issuer
-
-    server = FaultVault(secrets={"secret/app/db": {"password": "vault-rl-zero"}})
-    try:
-        server.add("secret/data/app/db", "status", status=429, times=2, retry_after="0")
-        d = start_daemon(mount_timeout=8.0)
-        issuer = Issuer(rsa.generate_private_key(public_exponent=65537, key_size=2048))
-        params = {
-            "vaultAddress": server.address,
-            "roleName": "app",
-            "vaultAuthMethod": "jwt",
-            "objects": '[{"objectName": "pw", "secretPath": "secret/data/app/db", "secretKey": "password"}]',
-        }
-        out, _ = timed_mount(d, params, issuer.pod())
+    with throttled_vault(start_daemon, "vault-rl-zero", times=2, retry_after="0", mount_timeout=8.0) as (
+        out,
+        _,
+        reads,
+    ):
         assert out == {"pw": b"vault-rl-zero"}
-        reads = sorted(t for t, route in server.arrivals if route == "secret/data/app/db")
         assert len(reads) == 3 and all(b - a >= 0.9 for a, b in pairwise(reads)), reads
-    finally:
-        server.release()
-        server.stop()
