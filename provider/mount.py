@@ -186,12 +186,15 @@ class Mounter:
             raise DeadlineExceeded(
                 f"the mount did not finish within {self.timeout:g}s; a backend is slow or unreachable"
             ) from None
-        items, skipped = revocation.skip_unlisted(ctx, items, expanded.listed)
+        fetched, revoked, skipped = revocation.settle(
+            ctx,
+            [*items, *decision.refused, *expanded.refused],
+            decision.mode(spc_mode),
+            self.versioner,
+            expanded.listed,
+        )
         if skipped:
             objects = [obj for obj in objects if id(obj) not in skipped]
-        fetched, revoked = revocation.settle(
-            ctx, [*items, *decision.refused, *expanded.refused], decision.mode(spc_mode), self.versioner
-        )
         kept = revocation.kept(objects, revoked)
         files, versions = self._assemble(ctx, kept, [*fetched, *revocation.placeholders(revoked)])
         versions += revocation.tombstones(revoked, self.versioner, (i for i, _ in versions))

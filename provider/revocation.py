@@ -226,10 +226,19 @@ def vanished(
 
 
 def settle(
-    ctx: MountContext, items: Sequence[Fetched | Revoked], mode: str, versioner: Versioner
-) -> tuple[list[Fetched], list[Revocation]]:
-    """Split a fetch into files to return and revocations; a Revoked object the pod does not
-    hold fails the Mount with its backend's error (the first such object, in SPC order).
+    ctx: MountContext,
+    items: Sequence[Fetched | Revoked],
+    mode: str,
+    versioner: Versioner,
+    listed: frozenset[int] = frozenset(),
+) -> tuple[list[Fetched], list[Revocation], set[int]]:
+    """Split a fetch into files to return, revocations, and skipped objects; a Revoked object the
+    pod does not hold fails the Mount with its backend's error (the first such object, in SPC
+    order), except an expanded one (its ``id()`` in ``listed``) that reads as not found, deleted
+    or disabled: a listing can name what no longer reads (a kv v2 key whose latest version is
+    deleted, a secret disabled since it was listed), and such an object is as absent as one the
+    listing left out, rather than a reason to refuse the pod its other files. The ``id()`` of
+    each skipped object is returned.
 
     When no file would be left, every revoked object is emptied instead of removed: the driver
     reads a response without files as "the provider wrote them itself" and would keep the old.
@@ -238,15 +247,22 @@ def settle(
     fetched: list[Fetched] = []
     found: list[tuple[Revoked, tuple[str, ...]]] = []
     unheld: list[Revoked] = []
+    skipped: set[int] = set()
     for item in items:
         if isinstance(item, Fetched):
             fetched.append(item)
             continue
         ids = _held(held_ids, item)
-        if ids is None:
-            unheld.append(item)
-        else:
+        if ids is not None:
             found.append((item, ids))
+        elif id(item.obj) in listed and item.reason in SKIPPED_WHEN_LISTED:
+            skipped.add(id(item.obj))
+            log.info(
+                "a listed object reads as gone; skipped",
+                extra={"backend": item.obj.backend, "object": item.obj.name, "reason": item.reason.value},
+            )
+        else:
+            unheld.append(item)
     if unheld:
         raise min(unheld, key=lambda r: r.obj.index).error
     chosen = mode if fetched else EMPTY
@@ -255,7 +271,7 @@ def settle(
         marked = ids or (f"revoked/{r.obj.path}",)
         new = any(ctx.current_versions.get(i) not in _markers(versioner, i, r.obj.path) for i in marked)
         revoked.append(Revocation(r.obj, r.reason, chosen, ids, new))
-    return fetched, sorted(revoked, key=lambda r: r.obj.index)
+    return fetched, sorted(revoked, key=lambda r: r.obj.index), skipped
 
 
 def _held(held_ids: _HeldIds, item: Revoked) -> tuple[str, ...] | None:
@@ -264,36 +280,6 @@ def _held(held_ids: _HeldIds, item: Revoked) -> tuple[str, ...] | None:
     if not held_ids.ids or (item.held is not None and not ids):
         return None
     return ids
-
-
-def skip_unlisted(
-    ctx: MountContext, items: Sequence[Fetched | Revoked], listed: frozenset[int]
-) -> tuple[list[Fetched | Revoked], set[int]]:
-    """Drop expanded objects that read as gone (not found, deleted, disabled) and that the pod
-    does not hold: a listing can name what no longer reads (a kv v2 key whose latest version is
-    deleted, a secret disabled since it was listed), and such an object is as absent as one the
-    listing left out, rather than a reason to refuse the pod its other files. Returns the items
-    left and the ``id()`` of each object dropped. Objects the pod holds go on to :func:`settle`."""
-    if not listed:
-        return list(items), set()
-    held_ids = _HeldIds(ctx.current_versions)
-    out: list[Fetched | Revoked] = []
-    dropped: set[int] = set()
-    for item in items:
-        if (
-            isinstance(item, Revoked)
-            and id(item.obj) in listed
-            and item.reason in SKIPPED_WHEN_LISTED
-            and _held(held_ids, item) is None
-        ):
-            dropped.add(id(item.obj))
-            log.info(
-                "a listed object reads as gone; skipped",
-                extra={"backend": item.obj.backend, "object": item.obj.name, "reason": item.reason.value},
-            )
-            continue
-        out.append(item)
-    return out, dropped
 
 
 class _HeldIds:
