@@ -27,6 +27,7 @@ from provider.attest import InsecureTrustAttributes
 from provider.domain import FetchContext, Revoked, SecretObject
 from provider.errors import BackendUnavailable, InvalidSPC, KeygateError, PermissionDenied
 from provider.spc import MAX_OBJECTS, check_objects
+from provider.spc_memo import spc_parameters
 from providers.common.runtime import gather_all
 from providers.common.schema import FirstError
 from providers.common.selectors import check_cap, check_counts, is_selector
@@ -91,7 +92,7 @@ async def expand_selectors(
         raise InvalidSPC(
             f"the selectors expand this SecretProviderClass to {len(out)} objects; the limit is {MAX_OBJECTS}"
         )
-    check_objects(expanded, ctx.parameters, registry, FirstError())
+    check_objects(expanded, spc_parameters(ctx.parameters), registry, FirstError())
     refusals = revocation.refused_now(attestor, ctx.pod, expanded) if rotation else None
     if refusals is not None:
         refused = revocation.expanded_refusals(refusals, registry.get, ctx.parameters)

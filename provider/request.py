@@ -20,6 +20,7 @@ from typing import Any
 
 from provider.errors import InvalidRequest
 
+POD_ATTRIBUTE_PREFIX = "csi.storage.k8s.io/"  # the driver's per-pod attributes, beside the SPC's
 ATTR_POD_NAME = "csi.storage.k8s.io/pod.name"
 ATTR_POD_NAMESPACE = "csi.storage.k8s.io/pod.namespace"
 ATTR_POD_UID = "csi.storage.k8s.io/pod.uid"

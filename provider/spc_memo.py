@@ -1,13 +1,18 @@
-"""The SPC's resolved objects, remembered by the exact parameters they were resolved from.
+"""The SPC's resolved objects, remembered by the SPC parameters they were resolved from.
 
 Resolving and checking an SPC's objects (field spellings, backend inference, paths, modes, each
-backend's schema) is a third of a sealed Mount's CPU, and rotation polls re-send the same
-attributes every two minutes per pod. :func:`provider.spc.parse_objects` is a pure function of
-the parameters and the daemon's fixed registry, so its result can be reused for identical
-parameters: the key is a SHA-256 over every parameter (names and values, the pod's attributes
-included), so a hit is exactly the answer a fresh parse would give. Keying by a digest keeps no
-token or other attribute text in memory. Refusals are not remembered; the cache is bounded by
-entries and bytes, and SPCs whose objects are large are resolved every time.
+backend's schema) is a third of a sealed Mount's CPU, and every pod of a Deployment sends the
+same SPC, as does every rotation poll. Resolution reads the SPC, never the pod: the driver's
+per-pod attributes (``csi.storage.k8s.io/...``: pod name, UID, namespace, service account,
+tokens) are left out of what :func:`provider.spc.parse_objects` and each backend's ``validate``
+see, so the result is a pure function of the SPC parameters and the daemon's fixed registry,
+and 200 replicas share one entry. Anything that depends on the pod reads the attested
+identity later (``FetchContext.pod``), never these unverified attributes.
+
+The key is a SHA-256 over the SPC parameters (names and values, length-prefixed), so a hit is
+exactly the answer a fresh parse would give; keying by a digest keeps no parameter text in
+memory. Refusals are not remembered; the cache is bounded by entries and bytes, and SPCs whose
+objects are large are resolved every time.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from collections.abc import Mapping
 
 from provider.bounded_cache import BoundedCache, approx_size
 from provider.domain import SecretObject
+from provider.request import POD_ATTRIBUTE_PREFIX
 from provider.spc import parse_objects
 from providers.registry import Registry
 
@@ -36,6 +42,11 @@ def parameters_digest(parameters: Mapping[str, str]) -> bytes:
     return digest.digest()
 
 
+def spc_parameters(parameters: Mapping[str, str]) -> dict[str, str]:
+    """The SPC's own parameters: the attributes without the driver's per-pod ones."""
+    return {k: v for k, v in parameters.items() if not k.startswith(POD_ATTRIBUTE_PREFIX)}
+
+
 class ObjectsMemo:
     """``parse_objects`` for one registry, with identical parameters answered from memory.
 
@@ -53,11 +64,12 @@ class ObjectsMemo:
         )
 
     def parse(self, parameters: Mapping[str, str]) -> list[SecretObject]:
-        key = parameters_digest(parameters)
+        spc = spc_parameters(parameters)
+        key = parameters_digest(spc)
         hit = self._cache.get(key)
         if hit is not None:
             return list(hit)
-        objects = parse_objects(parameters, self.registry)
+        objects = parse_objects(spc, self.registry)
         frozen = tuple(objects)
         self._cache.put(key, frozen, size=approx_size(frozen, MAX_ENTRY_BYTES) + 64)
         return objects

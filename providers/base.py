@@ -50,7 +50,12 @@ class Backend(Protocol):
     schema: ClassVar[Schema | None]
 
     def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
-        """Checks the schema cannot express and that need this instance (raise InvalidSPC)."""
+        """Checks the schema cannot express and that need this instance (raise InvalidSPC).
+
+        ``parameters`` are the SPC's, without the driver's per-pod ``csi.storage.k8s.io/...``
+        attributes: the result is reused for every pod of the SPC (:mod:`provider.spc_memo`),
+        so a check about the pod belongs in ``fetch``, against the attested ``ctx.pod``.
+        """
 
     async def fetch(self, objects: Sequence[SecretObject], ctx: FetchContext) -> Sequence[Fetched | Revoked]:
         """At least one Fetched, or one Revoked, per object; or raise a KeygateError.

@@ -1,6 +1,7 @@
 """The per-Mount caches added for speed answer exactly what the uncached path would.
 
-The resolved SPC objects are reused only for identical parameters (pod attributes included);
+The resolved SPC objects are reused for identical SPC parameters, whichever pod sends them (the
+driver's per-pod attributes are never part of resolution);
 a cached sealed-value KEK still leaves every open authenticated (wrapped key, ciphertext,
 namespace and name binding).
 """
@@ -8,14 +9,18 @@ namespace and name binding).
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
+from typing import ClassVar
 
 import pytest
 
+from provider.domain import SecretObject
 from provider.errors import InvalidSPC
 from provider.spc import parse_objects
 from provider.spc_memo import ObjectsMemo, parameters_digest
 from providers.registry import Registry
 from providers.sealed.envelope import PREFIX, NodeKeys, SealError, generate_key, open_sealed, parse, seal
+from tests.slow_backend import SlowBackend
 
 KEY = generate_key()
 SEALED = seal(b"v", "default", "db", [KEY.public_key()])
@@ -44,14 +49,40 @@ def test_identical_parameters_reuse_the_resolved_objects():
     assert memo._cache.hits == 1
 
 
-def test_any_parameter_difference_is_a_fresh_parse():
+def test_any_spc_parameter_difference_is_a_fresh_parse():
     memo = ObjectsMemo(Registry({}))
     memo.parse(_params())
-    memo.parse(_params(pod="app-1"))
     memo.parse(_params(backend="sealed"))
+    memo.parse(_params(backend="sealed", secretProviderClass="other"))
     assert memo._cache.hits == 0 and len(memo._cache) == 3
     # Keys are length-prefixed: moving text between a name and a value changes the digest.
     assert parameters_digest({"ab": "c"}) != parameters_digest({"a": "bc"})
+
+
+class RecordingBackend(SlowBackend):
+    """A schema-less plugin: its own ``validate`` sees exactly the parameters resolution uses."""
+
+    seen: ClassVar[list[dict[str, str]]] = []
+
+    def validate(self, obj: SecretObject, parameters: Mapping[str, str]) -> None:
+        self.seen.append(dict(parameters))
+
+
+def test_every_pod_of_an_spc_shares_one_entry_and_resolution_never_sees_pod_attributes():
+    registry = Registry({"rec": {"class": "tests.test_mount_caches:RecordingBackend"}})
+    memo = ObjectsMemo(registry)
+    tokens = '{"vault": {"token": "eyJ.a.b", "expirationTimestamp": "2030-01-01T00:00:00Z"}}'
+    spc = {"backend": "rec", "objects": "- objectName: db\n- objectName: api\n"}
+    first = memo.parse(_params() | spc)
+    for pod in ("app-1", "app-2"):
+        pod_attributes = {
+            "csi.storage.k8s.io/pod.uid": pod,
+            "csi.storage.k8s.io/serviceAccount.name": "sa",
+            "csi.storage.k8s.io/serviceAccount.tokens": tokens,
+        }
+        assert memo.parse(_params(pod=pod) | spc | pod_attributes) == first
+    assert memo._cache.hits == 2 and len(memo._cache) == 1
+    assert RecordingBackend.seen == [spc, spc]  # one parse, two objects
 
 
 def test_refusals_are_not_remembered():
