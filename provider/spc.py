@@ -22,7 +22,6 @@ from typing import Any
 
 import yaml
 
-from provider.bounded_cache import bounded_memo
 from provider.domain import SecretObject
 from provider.errors import InvalidSPC
 from provider.files import PathClaims, clean_path, parse_mode
@@ -155,11 +154,6 @@ def _items(text: str, parameter: str) -> list[dict[str, Any]]:
     return data
 
 
-@bounded_memo("spc objects", max_entries=512, max_bytes=1024 * 1024, max_entry_bytes=128 * 1024)
-def _cached_items(text: str, parameter: str) -> tuple[tuple[tuple[str, Any], ...], ...]:
-    return tuple(tuple(item.items()) for item in _items(text, parameter))
-
-
 def _first_str(item: Mapping[str, Any], keys: tuple[str, ...], where: str) -> str | None:
     for key in keys:
         value = item.get(key)
@@ -177,7 +171,7 @@ def raw_items(parameters: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]
     for parameter, implied in (("objects", None), ("secrets", "gcp")):
         text = parameters.get(parameter)
         if text and text.strip():
-            raw.extend((implied or "", dict(item)) for item in _cached_items(text, parameter))
+            raw.extend((implied or "", dict(item)) for item in _items(text, parameter))
     return raw
 
 

@@ -17,10 +17,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from keygate_dev.devcluster import k8s_key_id
 from keygate_dev.driver_client import Pod, mount_request
-from provider import spc
+from provider import spc, spc_memo
 from provider.attest import tokens
 from provider.bounded_cache import BoundedCache, approx_size, bounded_memo
-from provider.errors import InvalidRequest, InvalidSPC
+from provider.errors import InvalidRequest, InvalidSPC, Unauthenticated
 from provider.request import (
     MAX_ATTRIBUTES_BYTES,
     MAX_SECRETS_BYTES,
@@ -29,12 +29,15 @@ from provider.request import (
     PodAttributes,
     parse,
 )
+from provider.spc_memo import ObjectsMemo
 from providers.common import extract
 from providers.common.runtime import ClientCache
+from providers.registry import Registry
 from providers.sealed import envelope as sealed_format
 
 KiB = 1024
 MiB = 1024 * KiB
+SEALED = sealed_format.seal(b"v", "default", "db", [sealed_format.generate_key().public_key()])
 
 
 def within(cache: BoundedCache[object, object]) -> None:
@@ -148,35 +151,48 @@ def test_bounded_memo_caps_entries_bytes_and_skips_large_arguments_and_errors():
 # --- the caches keygate keeps ---------------------------------------------------------------
 
 
-def test_spc_object_cache_is_bounded_and_skips_huge_texts():
-    cache = spc._cached_items.cache  # type: ignore[attr-defined]
-    cache.clear()
+def test_resolved_spc_cache_is_bounded_skips_huge_spcs_and_keeps_no_refusal():
+    """The one SPC cache (:mod:`provider.spc_memo`): bounded, nothing kept for a refused or huge
+    SPC, and nothing below it keeps the parsed text of an SPC that resolution then refuses."""
+    memo = ObjectsMemo(Registry({}))
+    cache = memo._cache
     for i in range(3000):
-        items = [{"objectName": f"o{i}-{j}", "note": os.urandom(300).hex()} for j in range(5)]
-        assert len(spc.raw_items({"objects": json.dumps(items)})) == 5
+        objects = "".join(f"- objectName: o{i}-{j}\n  sealed: {SEALED}\n" for j in range(3))
+        assert len(memo.parse({"objects": objects})) == 3
         within(cache)
-    assert len(cache) < cache.max_entries or cache.bytes > cache.max_bytes // 2
-    huge = json.dumps([{"objectName": f"h{j}", "note": "n" * 1000} for j in range(400)])
-    assert len(huge) > cache.max_entry_bytes
-    before = cache.bytes
-    assert len(spc.raw_items({"objects": huge})) == 400
-    assert cache.bytes <= before, "a 460 KB SPC text is parsed, not remembered"
-    assert (cache.max_entries, cache.max_bytes, cache.max_entry_bytes) == (512, MiB, 128 * KiB)
+    assert len(cache) <= cache.max_entries and cache.bytes <= cache.max_bytes
+    before = (len(cache), cache.bytes)
+    refused = [{"objectName": f"r{j}", "sealed": os.urandom(300).hex()} for j in range(5)]
+    with pytest.raises(InvalidSPC):
+        memo.parse({"objects": json.dumps(refused)})
+    huge = "".join(f"- objectName: h{j}\n  sealed: {SEALED}\n" for j in range(400))
+    assert len(huge) > spc_memo.MAX_ENTRY_BYTES
+    assert len(memo.parse({"objects": huge})) == 400
+    assert (len(cache), cache.bytes) == before, "a refused SPC and a 100+ KB SPC are not remembered"
+    assert (cache.max_entries, cache.max_bytes, cache.max_entry_bytes) == (256, MiB, 64 * KiB)
 
 
-def test_sealed_envelope_cache_is_bounded():
+def test_opened_envelope_cache_is_bounded_and_keeps_only_opened_ones():
     key = sealed_format.generate_key()
-    cache = sealed_format._parse.cache  # type: ignore[attr-defined]
-    cache.clear()
+    keys = sealed_format.NodeKeys([key])
+    opened = sealed_format.OpenedEnvelopes()
+    cache = opened._cache
     for i in range(300):
         text = sealed_format.seal(os.urandom(8_000), "ns", f"o{i}", [key.public_key()])
-        assert sealed_format.parse(text).name == f"o{i}"
+        assert opened.open(text, "ns", f"o{i}", keys)[0].name == f"o{i}"
         within(cache)
     assert cache.bytes > cache.max_bytes // 2, "300 distinct 11 KB envelopes fill the byte budget"
+    before = (len(cache), cache.bytes)
     big = sealed_format.seal(os.urandom(200_000), "ns", "big", [key.public_key()])
-    before = len(cache)
-    assert sealed_format.parse(big).name == "big"
-    assert len(cache) == before and cache.get((big,)) is None
+    assert opened.open(big, "ns", "big", keys)[1]
+    other_name = sealed_format.seal(b"v", "ns", "a", [key.public_key()])
+    other_key = sealed_format.seal(b"v", "ns", "b", [sealed_format.generate_key().public_key()])
+    for text, name in ((other_name, "elsewhere"), (other_key, "b")):
+        for _ in range(2):
+            with pytest.raises(sealed_format.SealError):
+                opened.open(text, "ns", name, keys)
+    assert (len(cache), cache.bytes) == before, "a 270 KB envelope and refused ones are not remembered"
+    assert (cache.max_entries, cache.max_bytes, cache.max_entry_bytes) == (2048, MiB, 32 * KiB)
 
 
 def test_jmespath_cache_is_bounded():
@@ -242,10 +258,35 @@ def test_verified_token_memo_is_bounded(tmp_path: Path, monkeypatch):
             assert got.pod_uid == POD.uid
             within(memo)  # type: ignore[arg-type]
         assert len(memo) == 40
+        entry = memo.bytes // len(memo)
         fat = _token(key, pad=tokens.VERIFIED_ENTRY_BYTES)
-        before = memo.bytes
         assert (await verifier.verify(fat, POD)).pod_name == POD.name
-        assert memo.bytes == before, "claims above the per-entry limit are verified, not remembered"
+        assert len(memo) == 40 and memo.bytes // len(memo) <= entry + 16, (
+            "a token's other claims (here 8 KiB of padding) are never kept: only what it proves"
+        )
+        assert entry < 1024
+
+    asyncio.run(run())
+
+
+def test_a_token_refused_for_its_pod_is_never_remembered(tmp_path: Path):
+    """Replaying real tokens of other pods costs a verification each time, never memory."""
+    verifier, key = _verifier(tmp_path)
+    memo = verifier._verified
+    elsewhere = PodAttributes(
+        namespace=POD.namespace, name="other", uid=str(uuid.uuid4()), service_account="app"
+    )
+
+    async def run() -> None:
+        for _ in range(50):
+            with pytest.raises(Unauthenticated, match="belongs to pod 'app-0'"):
+                await verifier.verify(_token(key), elsewhere)
+        assert len(memo) == 0 and memo.bytes == 0
+        token = _token(key)
+        assert (await verifier.verify(token, POD)).pod_uid == POD.uid
+        assert len(memo) == 1
+        with pytest.raises(Unauthenticated, match="belongs to pod 'app-0'"):
+            await verifier.verify(token, elsewhere)  # a remembered token is still bound to its pod
 
     asyncio.run(run())
 

@@ -435,7 +435,7 @@ class TokenVerifier:
         self.kube = kube
         self.clock_skew = clock_skew
         self.node_name = node_name
-        self._verified: BoundedCache[bytes, tuple[float, dict[str, Any]]] = BoundedCache(
+        self._verified: BoundedCache[bytes, tuple[float, VerifiedToken, float]] = BoundedCache(
             "verified tokens",
             max_entries=VERIFIED_MAX,
             max_bytes=VERIFIED_MAX_BYTES,
@@ -443,36 +443,47 @@ class TokenVerifier:
         )
 
     async def verify(self, token: str, pod: PodAttributes) -> VerifiedToken:
+        """What ``token`` proves, if it proves exactly ``pod``.
+
+        The kubelet re-sends the same token on every rotation poll until it renews it, and
+        parsing plus verifying a JWS dominates a Mount's CPU. So a token that verified and
+        matched its pod within the last ``VERIFIED_TTL`` seconds is not re-verified; its time
+        window and the pod binding are still checked on every call, and keys are cached for far
+        longer than this anyway, so no revocation is delayed by it. Only tokens that passed
+        everything are remembered (another pod's token, replayed, costs its verification every
+        time, never memory), and only what they prove (a :class:`VerifiedToken` and its
+        not-before time), so every entry is small whatever else a token carries.
+        """
         if self.keys is None:
             assert self.kube is not None
             return await self._review(token, pod)
-        claims = await self._decoded(token)
-        return self._bind(claims, pod)
-
-    async def _decoded(self, token: str) -> dict[str, Any]:
-        """Signature, issuer and audience checks, remembered for a short while per token.
-
-        The kubelet re-sends the same token on every rotation poll until it renews it, and
-        parsing plus verifying a JWS dominates a Mount's CPU. A token that verified within the
-        last ``VERIFIED_TTL`` seconds is not re-verified, but its time claims are re-checked on
-        every call and the pod binding is always checked by the caller; keys are cached for far
-        longer than this anyway, so no revocation is delayed by it. The memo is bounded by
-        entries and bytes; claims above VERIFIED_ENTRY_BYTES are verified every time.
-        """
         digest = hashlib.sha256(token.encode()).digest()
         now = time.time()
-        hit = self._verified.get(digest)
-        if hit is not None and now - hit[0] < VERIFIED_TTL:
-            claims = hit[1]
-            if now - self.clock_skew < float(claims["exp"]) and now + self.clock_skew >= float(
-                claims.get("nbf", claims["iat"])
-            ):
-                return claims
-            self._verified.pop(digest)
+        got = self._remembered(digest, now)
+        if got is not None:
+            self._compare(got, pod)
+            return got
         claims = await self._decode(token)
-        if isinstance(claims.get("exp"), int | float) and isinstance(claims.get("iat"), int | float):
-            self._verified.put(digest, (now, claims), expires=time.monotonic() + VERIFIED_TTL)
-        return claims
+        got = self._proves(claims)
+        self._compare(got, pod)
+        start = claims.get("nbf", claims.get("iat"))
+        if got.expires is not None and isinstance(start, int | float):
+            self._verified.put(digest, (now, got, float(start)), expires=time.monotonic() + VERIFIED_TTL)
+        return got
+
+    def _remembered(self, digest: bytes, now: float) -> VerifiedToken | None:
+        hit = self._verified.get(digest)
+        if hit is None or now - hit[0] >= VERIFIED_TTL:
+            return None
+        _, got, not_before = hit
+        if (
+            got.expires is not None
+            and now - self.clock_skew < got.expires
+            and now + self.clock_skew >= not_before
+        ):
+            return got
+        self._verified.pop(digest)
+        return None
 
     async def _decode(self, token: str) -> dict[str, Any]:
         assert self.keys is not None
@@ -555,7 +566,8 @@ class TokenVerifier:
             raise _reject(f"is for audience(s) {shown}, not {self.audience!r}")
         return claims
 
-    def _bind(self, claims: Mapping[str, Any], pod: PodAttributes) -> VerifiedToken:
+    def _proves(self, claims: Mapping[str, Any]) -> VerifiedToken:
+        """The pod identity a verified token's claims state (refused unless pod-bound and consistent)."""
         k8s = claims.get("kubernetes.io")
         if not isinstance(k8s, dict):
             raise _reject("lacks the 'kubernetes.io' claims; it is not a pod-bound service-account token")
@@ -578,7 +590,6 @@ class TokenVerifier:
         )
         if claims.get("sub") != f"system:serviceaccount:{got.namespace}:{got.service_account}":
             raise _reject("subject does not match its kubernetes.io namespace and service account")
-        self._compare(got, pod)
         return got
 
     def _compare(self, got: VerifiedToken, pod: PodAttributes) -> None:

@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from provider.domain import FetchContext, Fetched, SecretObject
 from provider.errors import KeygateError, PermissionDenied
 from providers.common.schema import Schema
-from providers.sealed.envelope import NodeKeys, SealError, load_private, open_envelope, parse
+from providers.sealed.envelope import NodeKeys, OpenedEnvelopes, SealError, load_private
 from providers.sealed.params import SCHEMA
 
 KEY_SUFFIXES = (".pem", ".key")
@@ -56,6 +56,7 @@ class SealedBackend:
         raw_paths = settings.get("keys") or []
         paths = [raw_paths] if isinstance(raw_paths, str) else [str(p) for p in raw_paths]
         self._keys = NodeKeys(load_keys(paths))
+        self._opened = OpenedEnvelopes()
         self.key_sources = paths
 
     @property
@@ -77,8 +78,7 @@ class SealedBackend:
         for obj in objects:
             text = str(obj.field("sealed"))
             try:
-                envelope = parse(text)
-                value = open_envelope(envelope, ctx.pod.namespace, obj.name, self._keys)
+                envelope, value = self._opened.open(text, ctx.pod.namespace, obj.name, self._keys)
             except SealError as exc:
                 raise PermissionDenied(f"objects[{obj.index}] {obj.name!r}: {exc}") from None
             out.append(
@@ -88,3 +88,4 @@ class SealedBackend:
 
     async def close(self) -> None:
         self._keys.clear()
+        self._opened.clear()

@@ -32,7 +32,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from provider.bounded_cache import BoundedCache, bounded_memo
+from provider.bounded_cache import BoundedCache
 
 PREFIX = "keygate:v1:"
 ALG = "X25519-HKDF-SHA256/A256GCM"
@@ -151,16 +151,14 @@ class Envelope:
 
 
 def parse(text: str) -> Envelope:
-    """Structure checks only; authenticity is established by :func:`open_sealed`.
-
-    Cached by text: rotation polls re-send the same SPC every two minutes per pod, and the
-    envelope holds only ciphertext and public values, so caching it reveals nothing. The cache
-    is bounded by entries and bytes; envelopes above 32 KiB are parsed every time.
-    """
-    return _parse("".join(text.split()))
+    """Structure checks only; authenticity is established by :func:`open_sealed`."""
+    return _parse(_compact(text))
 
 
-@bounded_memo("sealed envelopes", max_entries=2048, max_bytes=1024 * 1024, max_entry_bytes=32 * 1024)
+def _compact(text: str) -> str:
+    return "".join(text.split())
+
+
 def _parse(text: str) -> Envelope:
     if len(text) > MAX_SEALED_CHARS:
         raise SealError("sealed value is larger than 2 MiB")
@@ -238,6 +236,45 @@ class NodeKeys:
 
     def get(self, kid: str) -> tuple[X25519PrivateKey, bytes] | None:
         return self._by_kid.get(kid)
+
+
+OPENED_ENTRIES = 2048
+OPENED_BYTES = 1024 * 1024
+OPENED_ENTRY_CHARS = 32 * 1024
+
+
+class OpenedEnvelopes:
+    """Parsed envelopes this node has opened, by their text, so a repeated value is not parsed
+    again (rotation polls and every replica of a Deployment send the same SPC).
+
+    Only envelopes that opened are remembered: one that fails (another namespace or name, no
+    matching key, altered) costs its parse every time, never memory. An envelope holds only
+    ciphertext and public values, so keeping it reveals nothing; every open still authenticates
+    it. Bounded by entries and bytes; envelopes above 32 KiB are parsed every time.
+    """
+
+    def __init__(self) -> None:
+        self._cache: BoundedCache[str, Envelope] = BoundedCache(
+            "opened sealed envelopes",
+            max_entries=OPENED_ENTRIES,
+            max_bytes=OPENED_BYTES,
+            max_entry_bytes=OPENED_ENTRY_CHARS,
+        )
+
+    def open(self, text: str, namespace: str, name: str, keys: NodeKeys) -> tuple[Envelope, bytes]:
+        """The envelope and its plaintext for ``namespace``/``name``; raises SealError."""
+        compact = _compact(text)
+        env = self._cache.get(compact)
+        if env is not None:
+            return env, open_envelope(env, namespace, name, keys)
+        env = _parse(compact)
+        value = open_envelope(env, namespace, name, keys)
+        if len(compact) <= OPENED_ENTRY_CHARS:
+            self._cache.put(compact, env, size=2 * len(compact) + 512)
+        return env, value
+
+    def clear(self) -> None:
+        self._cache.clear()
 
 
 def open_sealed(text: str, namespace: str, name: str, keys: NodeKeys | Iterable[X25519PrivateKey]) -> bytes:
