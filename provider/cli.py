@@ -25,6 +25,7 @@ from provider.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from provider.mount import Mounter
+    from provider.selector_preview import SelectorPreview
 
 DEBUG_ENV = "KEYGATE_DEBUG"
 
@@ -117,9 +118,62 @@ def _parser() -> argparse.ArgumentParser:
         "the images that need signatures, and unreadable keys or trusted roots",
     )
     lint.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    online = lint.add_argument_group(
+        "listing selectors (online)",
+        "With --list, each selector is expanded as the daemon would for a pod with this token: the "
+        "same login, listing, caps, file names and (with --policy) release policy. No secret value is read.",
+    )
+    online.add_argument(
+        "--list", action="store_true", help="list what each selector expands to (needs --token)"
+    )
+    online.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        metavar="[AUDIENCE=]FILE",
+        help="a service-account token of the pod's identity (kubectl create token SA -n NS "
+        "--audience AUD > FILE), offered under AUDIENCE or its 'aud' claim; repeat for several audiences",
+    )
+    online.add_argument("--service-account", help="service account to act as, when the token does not say it")
+    online.add_argument(
+        "--config",
+        metavar="FILE",
+        help="the daemon's config file (backends: section, endpoints, rate limits)",
+    )
 
     sub.add_parser("version", help="print name and version")
     return parser
+
+
+def _listing(args: argparse.Namespace) -> SelectorPreview | None:
+    """``lint --list``'s online part, or None; its flags mean nothing without it."""
+    if not args.list:
+        stray = [
+            flag
+            for flag, value in (
+                ("--token", args.token),
+                ("--service-account", args.service_account),
+                ("--config", args.config),
+            )
+            if value
+        ]
+        if stray:
+            raise KeygateError(f"{', '.join(stray)} only apply with --list")
+        return None
+    if not args.token:
+        raise KeygateError(
+            "--list needs a service-account token of the pod's identity: --token FILE "
+            "(kubectl create token SA -n NS --audience AUD > FILE)"
+        )
+    from provider.selector_preview import SelectorPreview
+
+    return SelectorPreview(
+        token_specs=args.token,
+        config_path=args.config,
+        namespace=args.namespace,
+        service_account=args.service_account,
+        policy_path=args.policy,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -168,6 +222,7 @@ def _run(args: argparse.Namespace) -> int:
             recipients=args.recipient,
             strict=args.strict,
             policy=args.policy,
+            listing=_listing(args),
         )
     print(f"{RUNTIME_NAME} {__version__}")
     return ExitCode.OK

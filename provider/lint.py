@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -30,6 +30,9 @@ from provider.files import PathClaims, parse_mode
 from providers.common import selectors
 from providers.common.schema import Collect, Schema
 from providers.registry import MissingExtra, Registry, builtin_schemas, check_extra, extra_for_module
+
+if TYPE_CHECKING:
+    from provider.selector_preview import SelectorPreview
 
 API_GROUP = "secrets-store.csi.x-k8s.io"
 API_VERSION = f"{API_GROUP}/v1"
@@ -301,6 +304,7 @@ class Linter:
     missing_extras: set[str] = field(default_factory=set)  # backends used whose SDK is absent
     missing_warnings: int = 0  # exit 3, not 1, even with --strict
     policy: str | None = None  # release policy file (--policy): rule coverage, allowlists, signatures
+    listing: SelectorPreview | None = None  # --list: selectors listed with a pod's token
     _total: int = 0
 
     def add(self, severity: str, doc: Doc, line: int | None, context: str, message: str) -> None:
@@ -323,6 +327,8 @@ class Linter:
         pod_specs = [spec for doc in pods for spec in self._pod_specs(doc)]
         for doc in spc_docs:
             self.lint_spc(doc, pod_specs)
+        if self.listing is not None:
+            self.listing.run(self)
         for pod_doc, spec_path, spec in pod_specs:
             self.lint_pod(pod_doc, spec_path, spec, spc_docs)
         if self.policy:
@@ -392,10 +398,13 @@ class Linter:
         if namespace is None and len(pod_namespaces) == 1:
             namespace = next(iter(pod_namespaces))
         namespace = namespace or self.namespace
+        errors = self.report.errors
         objects = self._lint_objects(doc, ctx, params)
         self._lint_parameters(doc, ctx, params, objects)
         self._lint_sealed(doc, ctx, objects, namespace)
         self._lint_secret_objects(doc, ctx, spec, objects)
+        if self.listing is not None and objects is not None and self.report.errors == errors:
+            self.listing.queue(doc, ctx, params, objects, namespace)
         if objects is not None and name:
             counts: dict[str, int] = {}
             for obj, _ in objects:
@@ -908,10 +917,11 @@ def main(
     recipients: Sequence[str],
     strict: bool,
     policy: str | None = None,
+    listing: SelectorPreview | None = None,
 ) -> int:
     """Run lint and print the report. Exit status: 1 on errors (or other warnings with ``strict``),
     else 3 when a used backend's extra is missing (lint could not check everything), else 0."""
-    linter = Linter(namespace=namespace, recipients=recipients, policy=policy)
+    linter = Linter(namespace=namespace, recipients=recipients, policy=policy, listing=listing)
     report = linter.run(spc_path, pod_path)
     print(report.render())
     if report.errors > 0 or (strict and report.warnings > linter.missing_warnings):

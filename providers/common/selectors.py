@@ -223,7 +223,7 @@ def check_counts(selector: SecretObject, expanded: Sequence[SecretObject], maxim
 
 def lint_note(obj: SecretObject) -> str | None:
     """What ``keygate lint`` says about a selector offline: its limits and file names (listing
-    needs the pod's credentials, which lint does not have)."""
+    needs a pod's token: ``lint --list``, :mod:`provider.selector_preview`)."""
     raw = obj.spec.get(FIELD)
     if not isinstance(raw, Mapping):
         return None
@@ -239,5 +239,6 @@ def lint_note(obj: SecretObject) -> str | None:
     return (
         f"selector: expands at Mount time, with the pod's credentials, to the objects below {prefix!r} "
         f"({levels}, at most {limit}; the daemon's selector_max_objects caps it); files: "
-        f"{obj.path}/<name below the prefix>; lint cannot list them offline"
+        f"{obj.path}/<name below the prefix>; "
+        "'keygate lint --list --token FILE' lists them with a pod's token"
     )
