@@ -172,7 +172,6 @@ def _listing(args: argparse.Namespace) -> SelectorPreview | None:
         config_path=args.config,
         namespace=args.namespace,
         service_account=args.service_account,
-        policy_path=args.policy,
     )
 
 

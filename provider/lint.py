@@ -32,6 +32,7 @@ from providers.common.schema import Collect, Schema
 from providers.registry import MissingExtra, Registry, builtin_schemas, check_extra, extra_for_module
 
 if TYPE_CHECKING:
+    from provider.attest.policy import Policy
     from provider.selector_preview import SelectorPreview
 
 API_GROUP = "secrets-store.csi.x-k8s.io"
@@ -306,6 +307,16 @@ class Linter:
     policy: str | None = None  # release policy file (--policy): rule coverage, allowlists, signatures
     listing: SelectorPreview | None = None  # --list: selectors listed with a pod's token
     _total: int = 0
+    _policy: tuple[Policy | None] | None = None  # --policy parsed, once
+
+    def release_policy(self) -> Policy | None:
+        """The ``--policy`` file, parsed once for every check that uses it (its errors reported
+        once); None without one or when it has errors."""
+        if self._policy is None:
+            from provider.attest.policy_lint import load
+
+            self._policy = (load(self, self.policy) if self.policy else None,)
+        return self._policy[0]
 
     def add(self, severity: str, doc: Doc, line: int | None, context: str, message: str) -> None:
         self.report.problems.append(Problem(severity, doc.file, line, context, message))
@@ -334,7 +345,7 @@ class Linter:
         if self.policy:
             from provider.attest.policy_lint import lint_policy
 
-            lint_policy(self, self.policy, pod_specs, self.namespace)
+            lint_policy(self, pod_specs, self.namespace)
         return self.report
 
     # --- SecretProviderClass ---

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 
 import jwt
 
-from provider.attest.policy import Policy, PolicyError, object_ref, parse_policy
-from provider.attest.tokens import MAX_TOKEN_CHARS
+from provider.attest.policy import Policy, object_ref
+from provider.attest.tokens import MAX_TOKEN_CHARS, claim_audiences
 from provider.domain import FetchContext, PodIdentity, SecretObject
-from provider.errors import KeygateError, PermissionDenied
+from provider.errors import KeygateError
 from provider.request import ATTR_POD_NAME, ATTR_POD_NAMESPACE, ATTR_POD_UID, ATTR_SERVICE_ACCOUNT
 from providers.common.selectors import is_selector
 
@@ -73,13 +73,9 @@ def read_token(spec: str) -> Token:
         raise KeygateError(
             f"--token {spec}: {path} does not hold a JWT (what 'kubectl create token' prints)"
         ) from None
-    aud = claims.get("aud")
-    if audience:
-        audiences: tuple[str, ...] = (audience,)
-    elif isinstance(aud, str):
-        audiences = (aud,)
-    else:
-        audiences = tuple(a for a in aud if isinstance(a, str) and a) if isinstance(aud, list) else ()
+    audiences = (
+        (audience,) if audience else tuple(a for a in claim_audiences(claims) if isinstance(a, str) and a)
+    )
     if not audiences:
         raise KeygateError(f"--token {spec}: the token has no 'aud' claim; pass it as AUDIENCE={path}")
     k8s = claims.get("kubernetes.io")
@@ -144,22 +140,16 @@ class _PolicyCheck:
         self.policy = policy
         self.refused: list[tuple[SecretObject, str]] = []
 
-    def refusal(self, identity: PodIdentity, obj: SecretObject) -> str | None:
+    def refusals(
+        self, identity: PodIdentity, objects: Sequence[SecretObject]
+    ) -> list[tuple[SecretObject, str]]:
         if self.policy is None:
-            return None
-        try:
-            rule = self.policy.rule_for(identity.namespace, identity.service_account)
-            if rule is not None:
-                rule.check_object(obj, identity.namespace)
-        except PermissionDenied as exc:
-            return exc.message
-        return None
+            return []
+        found = self.policy.refused_each(identity.namespace, identity.service_account, objects)
+        return [(obj, exc.message) for obj, exc in zip(objects, found, strict=True) if exc is not None]
 
     def check_release(self, identity: PodIdentity, objects: Sequence[SecretObject]) -> None:
-        for obj in objects:
-            message = self.refusal(identity, obj)
-            if message is not None:
-                self.refused.append((obj, message))
+        self.refused.extend(self.refusals(identity, objects))
 
 
 @dataclass(slots=True)
@@ -179,7 +169,6 @@ class SelectorPreview:
     config_path: str | None = None
     namespace: str | None = None
     service_account: str | None = None
-    policy_path: str | None = None
     jobs: list[_Job] = field(default_factory=list)
 
     def queue(
@@ -196,9 +185,16 @@ class SelectorPreview:
     def run(self, linter: Linter) -> None:
         if not self.jobs:
             return
+        policy = linter.release_policy()
+        if linter.policy and policy is None:
+            for job in self.jobs:  # listing without the policy asked for would hide its refusals
+                line = next(loc.line() for obj, loc in job.objects if is_selector(obj))
+                linter.add(
+                    "info", job.doc, line, job.ctx, "selectors not listed: the release policy has errors"
+                )
+            return
         tokens = [read_token(spec) for spec in self.token_specs]
         config = _config(self.config_path)
-        policy = _policy(self.policy_path)
         asyncio.run(self._list_all(linter, tokens, config, policy))
 
     async def _list_all(
@@ -240,11 +236,9 @@ class SelectorPreview:
             linter.add("error", job.doc, lines[first.index], job.ctx, f"cannot list selectors: {exc.message}")
             return
         check = _PolicyCheck(policy)
-        for obj in (o for o in objects if is_selector(o)):
-            message = check.refusal(identity, obj)
-            if message is not None:
-                linter.add("error", job.doc, lines[obj.index], _where(job.ctx, obj), f"not listed: {message}")
-                return
+        for obj, message in check.refusals(identity, [o for o in objects if is_selector(o)])[:1]:
+            linter.add("error", job.doc, lines[obj.index], _where(job.ctx, obj), f"not listed: {message}")
+            return
         parameters = {
             **job.parameters,
             ATTR_POD_NAMESPACE: identity.namespace,
@@ -301,14 +295,3 @@ def _config(path: str | None) -> Any:
     from provider.config import load
 
     return load(None, {**os.environ, "KEYGATE_CONFIG": path} if path else os.environ)
-
-
-def _policy(path: str | None) -> Policy | None:
-    if path is None:
-        return None
-    try:
-        return parse_policy(Path(path).read_text(), path)
-    except OSError as exc:
-        raise KeygateError(f"--policy: cannot read {path}: {exc.strerror}") from None
-    except PolicyError as exc:
-        raise KeygateError(exc.message) from None

@@ -207,3 +207,14 @@ def test_the_console_script(tmp_path, tree: Vault):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "selector lists 3 objects as default/app" in run.stdout
     assert not any(v.decode() in run.stdout.split() for v in VALUES)
+
+
+def test_a_broken_policy_is_reported_once_and_nothing_is_listed_without_it(tmp_path, capsys, tree: Vault):
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("rules: [{name: app}]\n")
+    spc = vault_spc(tmp_path, tree, KV2_DEPTH2)
+    token = token_file(tmp_path, tree.issuer.mint(Pod()))
+    code, out = lint(capsys, spc, "--list", "--token", token, "--policy", policy)
+    assert code == 1, out
+    assert sum("policy.yaml: error:" in line for line in out.splitlines()) == 1, out
+    assert "selectors not listed: the release policy has errors" in out and " -> " not in out

@@ -128,18 +128,30 @@ class Policy:
         self, namespace: str, service_account: str, objects: Sequence[SecretObject]
     ) -> dict[int, PermissionDenied]:
         """May this pod have these objects: the refusal per object index (empty: all allowed)."""
+        return {
+            obj.index: exc
+            for obj, exc in zip(objects, self.refused_each(namespace, service_account, objects), strict=True)
+            if exc is not None
+        }
+
+    def refused_each(
+        self, namespace: str, service_account: str, objects: Sequence[SecretObject]
+    ) -> list[PermissionDenied | None]:
+        """The refusal of each object, in order (None: allowed); objects may share an index, as
+        a selector's expansion does."""
         try:
             rule = self.rule_for(namespace, service_account)
         except PermissionDenied as exc:
-            return {obj.index: exc for obj in objects}
+            return [exc for _ in objects]
         if rule is None:
-            return {}
-        out: dict[int, PermissionDenied] = {}
+            return [None for _ in objects]
+        out: list[PermissionDenied | None] = []
         for obj in objects:
             try:
                 rule.check_object(obj, namespace)
+                out.append(None)
             except PermissionDenied as exc:
-                out[obj.index] = exc
+                out.append(exc)
         return out
 
     def revocation_for(self, namespace: str, service_account: str) -> str | None:

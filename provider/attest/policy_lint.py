@@ -29,7 +29,8 @@ KINDS = {
 PodSpecs = Sequence[tuple["Doc", tuple[str | int, ...], dict[str, Any]]]
 
 
-def _load(linter: Linter, path: str) -> Policy | None:
+def load(linter: Linter, path: str) -> Policy | None:
+    """The policy file parsed as the daemon parses it; None (the error reported) if it cannot be."""
     from provider.lint import Doc
 
     where = Doc(file=path, data=None, node=None)
@@ -52,9 +53,10 @@ def _describe(requirement: Any) -> str:
     return f"{requirement.name!r} (cosign key{'s' * (count != 1)}: {', '.join(requirement.key_sources)})"
 
 
-def lint_policy(linter: Linter, path: str, pods: PodSpecs, namespace: str | None) -> None:
-    """Add the policy's errors and, per pod, its covering rule and signature needs to the report."""
-    policy = _load(linter, path)
+def lint_policy(linter: Linter, pods: PodSpecs, namespace: str | None) -> None:
+    """Add, per pod, the covering rule and signature needs of ``--policy`` to the report (the
+    file's own errors are reported by :meth:`provider.lint.Linter.release_policy`)."""
+    policy = linter.release_policy()
     if policy is None:
         return
     from provider.lint import _pod_label

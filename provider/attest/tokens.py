@@ -393,7 +393,7 @@ def _check_claim_types(claims: Mapping[str, Any]) -> None:
         raise _reject("has an 'aud' that is neither a string nor a list of strings")
 
 
-def _audiences(claims: Mapping[str, Any]) -> list[str]:
+def claim_audiences(claims: Mapping[str, Any]) -> list[str]:
     """RFC 7519 4.1.3: ``aud`` is one string or a list of strings (types checked before)."""
     aud = claims.get("aud")
     if isinstance(aud, str):
@@ -558,7 +558,7 @@ class TokenVerifier:
                 f"was issued by {str(iss)[:200]!r}, not the configured issuer {self.issuer!r} "
                 "(issuers are compared exactly, as the API server does)"
             )
-        audiences = _audiences(claims)
+        audiences = claim_audiences(claims)
         if not audiences:
             raise _reject(f"has no audience; keygate accepts only tokens for audience {self.audience!r}")
         if self.audience not in audiences:
